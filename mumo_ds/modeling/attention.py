@@ -1,0 +1,77 @@
+"""Attention for MuMo: the frame-causal mask over concatenated streams, and the attention module.
+
+Layout: the streams are concatenated along time, each carrying positions
+0..S-1. With a 3-step music stream and a 3-step motion stream, query rows and
+key columns ``m0 m1 m2 | n0 n1 n2``, the frame-causal mask is (1 = attend)::
+
+          m0 m1 m2 n0 n1 n2
+      m0   1  0  0  1  0  0
+      m1   1  1  0  1  1  0
+      m2   1  1  1  1  1  1
+      n0   1  0  0  1  0  0
+      n1   1  1  0  1  1  0
+      n2   1  1  1  1  1  1
+
+A query at position t sees every key at position <= t in either stream, so
+both streams can be sampled together, one step each per forward. With a single
+stream this is the ordinary causal mask and SDPA's ``is_causal`` path is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def stream_positions(lengths: list[int] | tuple[int, ...], device=None) -> torch.Tensor:
+    """Positions of the concatenated streams: ``[0..L0-1, 0..L1-1, ...]``."""
+    return torch.cat([torch.arange(n, device=device) for n in lengths])
+
+
+def frame_causal_mask(lengths: list[int] | tuple[int, ...], device=None) -> torch.Tensor | None:
+    """Boolean [L, L] mask (True = attend) for concatenated streams, or None for one stream.
+
+    None means "use the plain causal mask" (``is_causal=True``), which SDPA runs faster.
+    """
+    if len(lengths) == 1:
+        return None
+    pos = stream_positions(lengths, device)
+    return pos.unsqueeze(0) <= pos.unsqueeze(1)  # [L] -> [L_query, L_key]
+
+
+class MuMoAttention(nn.Module):
+    """Multi-head attention without biases (as MusicGen), over SDPA.
+
+    Self-attention when ``key_value_states`` is None, cross-attention otherwise.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, kv_size: int | None = None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        kv_size = kv_size or hidden_size
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k_proj = nn.Linear(kv_size, hidden_size, bias=False)
+        self.v_proj = nn.Linear(kv_size, hidden_size, bias=False)
+        self.out_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # [B, L, D] -> [B, H, L, Dh]
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        kv = hidden_states if key_value_states is None else key_value_states
+        q = self._heads(self.q_proj(hidden_states))
+        k = self._heads(self.k_proj(kv))
+        v = self._heads(self.v_proj(kv))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )  # [B, H, Lq, Dh]
+        return self.out_proj(out.transpose(1, 2).flatten(2))  # -> [B, Lq, D]

@@ -1,0 +1,136 @@
+"""Configuration of the MuMo music + motion language model."""
+
+from __future__ import annotations
+
+import copy
+
+from transformers import PretrainedConfig
+
+MODALITIES = ("music", "motion")
+
+# Text encoders, as T5Config keyword arguments. "tiny-t5" pairs with the byte-level
+# ByT5 tokenizer (vocab 384), which needs no download: tests and the sample run use it.
+TEXT_ENCODERS = {
+    "tiny-t5": dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+    "t5-base": dict(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),
+}
+
+# Size presets are data. "small" is the MusicGen-small decoder shape.
+PRESETS = {
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        ffn_dim=128,
+        dropout=0.0,
+        text_encoder=TEXT_ENCODERS["tiny-t5"],
+        text_tokenizer="byt5",
+    ),
+    "small": dict(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        ffn_dim=4096,
+        dropout=0.1,
+        text_encoder=TEXT_ENCODERS["t5-base"],
+        text_tokenizer="t5-base",
+    ),
+}
+
+
+class MuMoConfig(PretrainedConfig):
+    """Sizes and options of :class:`MuMoForConditionalGeneration`.
+
+    Every size is an explicit field; build a preset with ``MuMoConfig.from_preset("tiny")``.
+
+    Args:
+        hidden_size, num_hidden_layers, num_attention_heads, ffn_dim: transformer shape.
+        num_codebooks, codebook_size: codes per frame and ids per codebook, the same for
+            both modalities; the id ``codebook_size`` is the delay-pattern pad.
+        frame_rate: frames per second of both token streams (one shared timeline).
+        max_position_embeddings: longest delayed sequence per stream (frames + K - 1).
+        modalities: stream names, in the order they are concatenated.
+        dropout, attention_dropout, activation_dropout: dropout probabilities.
+        activation_function: FFN activation (as MusicGen: "gelu").
+        layer_norm_eps, initializer_range: numerics and init std.
+        text_encoder: ``T5Config`` keyword arguments of the frozen caption encoder.
+        text_tokenizer: "byt5" (no download) or a tokenizer name/path for ``AutoTokenizer``.
+        max_caption_tokens: captions are truncated to this many tokens.
+        caption_dropout: per-sample, per-modality probability of dropping the caption in
+            training (classifier-free guidance).
+        loss_weights: weight of each modality's loss in the total.
+        music_codec, motion_tokenizer: names of the tokenizers the codes come from; the
+            data loader refuses shards made by another.
+    """
+
+    model_type = "mumo"
+
+    def __init__(
+        self,
+        hidden_size: int = 1024,
+        num_hidden_layers: int = 24,
+        num_attention_heads: int = 16,
+        ffn_dim: int = 4096,
+        num_codebooks: int = 4,
+        codebook_size: int = 2048,
+        frame_rate: int = 50,
+        max_position_embeddings: int = 4096,
+        modalities: list[str] | tuple[str, ...] = MODALITIES,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        activation_function: str = "gelu",
+        layer_norm_eps: float = 1e-5,
+        initializer_range: float = 0.02,
+        text_encoder: dict | None = None,
+        text_tokenizer: str = "t5-base",
+        max_caption_tokens: int = 128,
+        caption_dropout: float = 0.3,
+        loss_weights: dict | None = None,
+        music_codec: str | None = "encodec_32khz",
+        motion_tokenizer: str | None = None,
+        **kwargs,
+    ):
+        if hidden_size % num_attention_heads:
+            raise ValueError(
+                f"hidden_size={hidden_size} must be divisible by num_attention_heads={num_attention_heads}"
+            )
+        unknown = set(modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"modalities: unknown {sorted(unknown)}; choose from {list(MODALITIES)}")
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.ffn_dim = ffn_dim
+        self.num_codebooks = num_codebooks
+        self.codebook_size = codebook_size
+        self.frame_rate = frame_rate
+        self.max_position_embeddings = max_position_embeddings
+        self.modalities = list(modalities)
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.activation_function = activation_function
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.text_encoder = dict(text_encoder if text_encoder is not None else TEXT_ENCODERS["t5-base"])
+        self.text_tokenizer = text_tokenizer
+        self.max_caption_tokens = max_caption_tokens
+        self.caption_dropout = caption_dropout
+        self.loss_weights = dict(loss_weights if loss_weights is not None else {"music": 0.85, "motion": 0.15})
+        self.music_codec = music_codec
+        self.motion_tokenizer = motion_tokenizer
+        kwargs.setdefault("tie_word_embeddings", False)
+        super().__init__(**kwargs)
+
+    @property
+    def special_token_id(self) -> int:
+        """The delay-pattern pad / start id: one past the last code."""
+        return self.codebook_size
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MuMoConfig":
+        """A config from a named size preset (``tiny``, ``small``), with field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})

@@ -1,0 +1,320 @@
+"""MuMo: one transformer decoder over music and motion code streams, conditioned on text.
+
+::
+
+    music codes [B,K,T] --delay--> embeddings["music"] (sum of K) --+           +--> heads["music"]  -> [B,K,S,V]
+                                                                    | L x layer |
+    motion codes [B,K,T] --delay--> embeddings["motion"] ----------+  shared self-attn (frame-causal, both streams)
+                                                                      shared cross-attn (each stream -> its caption)
+                                                                      ModalityExpertFFN (one expert per modality)
+                                                                    +--> heads["motion"] -> [B,K,S,V]
+
+The model file is single-device code: ZeRO and data parallelism are applied from outside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+from transformers import PreTrainedModel, T5Config, T5EncoderModel
+from transformers.utils import ModelOutput
+
+from .attention import MuMoAttention, frame_causal_mask
+from .configuration_mumo import MuMoConfig
+from .delay_pattern import build_delay_pattern, delayed_frame_mask
+from .losses import IGNORE_INDEX, codebook_cross_entropy
+from .moe import FeedForward, ModalityExpertFFN, Segments
+
+TextStates = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (states [B,Lc,D], key mask [B,1,1,Lc])
+
+
+def sinusoidal_positions(num_positions: int, dim: int, device=None) -> torch.Tensor:
+    """MusicGen's sinusoidal position table [num_positions, dim]: ``cat(cos, sin)`` per position."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
+    angles = torch.arange(num_positions, device=device, dtype=torch.float32).unsqueeze(1) * freqs  # [N, D/2]
+    table = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+    if dim % 2:
+        table = torch.nn.functional.pad(table, (0, 1))
+    return table
+
+
+class CodebookEmbedding(nn.Module):
+    """K embedding tables of ``codebook_size + 1`` ids (the last is the delay pad), summed per step.
+
+    Stored as one table [K * (V + 1), D] indexed with per-codebook offsets: one lookup, no loop.
+    """
+
+    def __init__(self, num_codebooks: int, codebook_size: int, hidden_size: int):
+        super().__init__()
+        self.num_codebooks = num_codebooks
+        self.ids_per_codebook = codebook_size + 1
+        self.table = nn.Embedding(num_codebooks * self.ids_per_codebook, hidden_size)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        offsets = torch.arange(self.num_codebooks, device=codes.device) * self.ids_per_codebook  # [K]
+        return self.table(codes + offsets[:, None]).sum(dim=1)  # [B, K, S] -> [B, K, S, D] -> [B, S, D]
+
+
+class CodebookHeads(nn.Module):
+    """K linear heads (no bias) as one [K * V, D] projection."""
+
+    def __init__(self, num_codebooks: int, codebook_size: int, hidden_size: int):
+        super().__init__()
+        self.num_codebooks = num_codebooks
+        self.proj = nn.Linear(hidden_size, num_codebooks * codebook_size, bias=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.proj(hidden)  # [B, S, D] -> [B, S, K*V]
+        return logits.unflatten(-1, (self.num_codebooks, -1)).transpose(1, 2)  # -> [B, K, S, V]
+
+
+class MuMoDecoderLayer(nn.Module):
+    """Pre-norm block: shared self-attention, shared cross-attention, modality-expert FFN."""
+
+    def __init__(self, config: MuMoConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.self_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.self_attn = MuMoAttention(d, config.num_attention_heads, config.attention_dropout)
+        self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.encoder_attn = MuMoAttention(d, config.num_attention_heads, config.attention_dropout)
+        self.ffn = ModalityExpertFFN(
+            {
+                m: FeedForward(d, config.ffn_dim, config.activation_function, config.activation_dropout, config.layer_norm_eps)
+                for m in config.modalities
+            }
+        )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, hidden: torch.Tensor, segments: Segments, self_mask: torch.Tensor | None, text: TextStates
+    ) -> torch.Tensor:
+        x = self.self_attn_layer_norm(hidden)
+        hidden = hidden + self.dropout(self.self_attn(x, attn_mask=self_mask, is_causal=self_mask is None))
+
+        x = self.encoder_attn_layer_norm(hidden)
+        parts, start = [], 0
+        for modality, length in segments:  # each stream attends its own caption
+            states, key_mask = text[modality]
+            parts.append(self.encoder_attn(x[:, start : start + length], key_value_states=states, attn_mask=key_mask))
+            start += length
+        hidden = hidden + self.dropout(torch.cat(parts, dim=1))
+
+        return hidden + self.dropout(self.ffn(hidden, segments))
+
+
+@dataclass
+class MuMoOutput(ModelOutput):
+    """Losses and logits of one forward. Per-modality entries are None when that stream is absent."""
+
+    loss: torch.Tensor | None = None
+    music_loss: torch.Tensor | None = None
+    motion_loss: torch.Tensor | None = None
+    music_codebook_losses: torch.Tensor | None = None
+    motion_codebook_losses: torch.Tensor | None = None
+    music_logits: torch.Tensor | None = None
+    motion_logits: torch.Tensor | None = None
+
+
+class MuMoPreTrainedModel(PreTrainedModel):
+    config_class = MuMoConfig
+    base_model_prefix = "mumo"
+    main_input_name = "music_codes"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MuMoDecoderLayer", "T5Block"]
+    _supports_sdpa = True
+
+
+class MuMoForConditionalGeneration(MuMoPreTrainedModel):
+    """The MuMo language model: text-conditioned generation of music and motion codes.
+
+    ``forward`` takes ``music_codes`` and/or ``motion_codes`` ([B, K, T] ints in
+    0..codebook_size-1), optional frame masks ([B, T], True = real frame) and
+    tokenized captions per modality, and returns the weighted loss, the loss of
+    each modality and each codebook, and the logits over the delayed grid.
+    """
+
+    def __init__(self, config: MuMoConfig):
+        super().__init__(config)
+        d, k, v = config.hidden_size, config.num_codebooks, config.codebook_size
+        self.text_encoder = T5EncoderModel(T5Config(**config.text_encoder))
+        self.text_projection = nn.Linear(config.text_encoder["d_model"], d)
+        self.embeddings = nn.ModuleDict({m: CodebookEmbedding(k, v, d) for m in config.modalities})
+        self.layers = nn.ModuleList([MuMoDecoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.heads = nn.ModuleDict({m: CodebookHeads(k, v, d) for m in config.modalities})
+        self.dropout = nn.Dropout(config.dropout)
+        self.gradient_checkpointing = False
+        self.post_init()
+        self.freeze_text_encoder()
+
+    # ----------------------------------------------------------------- weights
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """HF ``from_pretrained``; loading builds fresh parameters, so the text encoder is frozen again."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.freeze_text_encoder()
+        return loaded
+
+    def freeze_text_encoder(self) -> None:
+        """The T5 encoder is frozen in every stage."""
+        self.text_encoder.requires_grad_(False)
+
+    @torch.no_grad()
+    def init_motion_from_music(self) -> None:
+        """Copy (never alias) the music embeddings and FFN experts into the motion ones."""
+        self.embeddings["motion"].load_state_dict(self.embeddings["music"].state_dict())
+        for layer in self.layers:
+            layer.ffn.experts["motion"].load_state_dict(layer.ffn.experts["music"].state_dict())
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None) -> None:
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.gradient_checkpointing = False
+
+    # ------------------------------------------------------------------- text
+    def encode_text(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, batch_size: int, device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Caption -> (projected states [B, Lc, D], key mask [B, 1, 1, Lc]).
+
+        No caption (``input_ids`` None) gives the null condition: one all-zero key,
+        whose cross-attention output is exactly zero. In training each sample's
+        caption is replaced by the null condition with probability ``caption_dropout``.
+        """
+        if input_ids is None:
+            zeros = torch.zeros(batch_size, 1, self.config.text_encoder["d_model"], device=device)
+            states = self.text_projection(zeros.to(self.text_projection.weight.dtype)) * 0.0  # keeps the graph uniform
+            return states, torch.ones(batch_size, 1, 1, 1, dtype=torch.bool, device=device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        trainable = any(p.requires_grad for p in self.text_encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
+            encoded = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        states = self.text_projection(encoded) * attention_mask[..., None].to(encoded.dtype)  # [B, Lc, D]
+        key_mask = attention_mask.bool()
+        if self.training and self.config.caption_dropout > 0:
+            keep = torch.rand(batch_size, device=device) >= self.config.caption_dropout  # [B]
+            states = states * keep[:, None, None].to(states.dtype)
+            first_only = torch.zeros_like(key_mask)
+            first_only[:, 0] = True
+            key_mask = torch.where(keep[:, None], key_mask, first_only)
+        return states, key_mask[:, None, None, :]
+
+    # -------------------------------------------------------------- backbone
+    def decode(self, inputs: dict[str, torch.Tensor], text: TextStates) -> dict[str, torch.Tensor]:
+        """Run the transformer over delayed input grids and return logits per stream.
+
+        Args:
+            inputs: modality -> delayed input ids [B, K, S_m] (0..codebook_size).
+            text: modality -> output of :meth:`encode_text`.
+        Returns:
+            modality -> logits [B, K, S_m, V].
+        """
+        order = [m for m in self.config.modalities if m in inputs]
+        segments = [(m, inputs[m].shape[-1]) for m in order]
+        device = inputs[order[0]].device
+        positions = sinusoidal_positions(max(n for _, n in segments), self.config.hidden_size, device)
+        hidden = torch.cat(
+            [self.embeddings[m](inputs[m]) + positions[: inputs[m].shape[-1]].to(self.dtype) for m in order], dim=1
+        )  # [B, sum S_m, D]
+        hidden = self.dropout(hidden)
+        self_mask = frame_causal_mask([n for _, n in segments], device)
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                hidden = torch.utils.checkpoint.checkpoint(layer, hidden, segments, self_mask, text, use_reentrant=False)
+            else:
+                hidden = layer(hidden, segments, self_mask, text)
+        hidden = self.norm(hidden)
+        logits, start = {}, 0
+        for m, length in segments:
+            logits[m] = self.heads[m](hidden[:, start : start + length])
+            start += length
+        return logits
+
+    def _ghost_loss(self, present: set[str]) -> torch.Tensor | float:
+        """0.0 times the output of absent modalities' trainable embeddings and heads (see ModalityExpertFFN)."""
+        ghost = 0.0
+        if not torch.is_grad_enabled():
+            return ghost
+        for m in self.config.modalities:
+            modules = (self.embeddings[m], self.heads[m])
+            if m in present or not any(p.requires_grad for mod in modules for p in mod.parameters()):
+                continue
+            pad = torch.full((1, self.config.num_codebooks, 1), self.config.special_token_id, device=self.device)
+            ghost = ghost + 0.0 * self.heads[m](self.embeddings[m](pad)).sum()
+        return ghost
+
+    # ---------------------------------------------------------------- forward
+    def forward(
+        self,
+        music_codes: torch.Tensor | None = None,
+        motion_codes: torch.Tensor | None = None,
+        music_mask: torch.Tensor | None = None,
+        motion_mask: torch.Tensor | None = None,
+        music_caption_ids: torch.Tensor | None = None,
+        music_caption_mask: torch.Tensor | None = None,
+        motion_caption_ids: torch.Tensor | None = None,
+        motion_caption_mask: torch.Tensor | None = None,
+        return_dict: bool = True,
+        **unused,
+    ) -> MuMoOutput:
+        """Teacher-forced forward with losses. See the class docstring for the arguments."""
+        given = {
+            "music": (music_codes, music_mask, music_caption_ids, music_caption_mask),
+            "motion": (motion_codes, motion_mask, motion_caption_ids, motion_caption_mask),
+        }
+        streams = {m: v for m, v in given.items() if v[0] is not None}
+        if not streams:
+            raise ValueError("forward needs music_codes and/or motion_codes ([B, num_codebooks, T] integer codes)")
+        missing = set(streams) - set(self.config.modalities)
+        if missing:
+            raise ValueError(f"this model has no {sorted(missing)} stream (config.modalities={self.config.modalities})")
+
+        special, k = self.config.special_token_id, self.config.num_codebooks
+        inputs, labels, text = {}, {}, {}
+        for m, (codes, frame_mask, caption_ids, caption_mask) in streams.items():
+            self._check_codes(m, codes)
+            if frame_mask is None:
+                frame_mask = torch.ones(codes.shape[0], codes.shape[-1], dtype=torch.bool, device=codes.device)
+            # padded frames read as the pad id, so they are invisible to the real frames around them
+            codes = torch.where(frame_mask.bool()[:, None, :], codes.long(), special)
+            delayed = build_delay_pattern(codes, special)  # [B, K, T] -> [B, K, T+K-1]
+            bos = torch.full_like(delayed[..., :1], special)
+            inputs[m] = torch.cat([bos, delayed[..., :-1]], dim=-1)  # step s reads column s-1
+            real = delayed_frame_mask(frame_mask.bool(), k)  # [B, K, T+K-1]
+            labels[m] = torch.where(real, delayed, IGNORE_INDEX)
+            text[m] = self.encode_text(caption_ids, caption_mask, codes.shape[0], codes.device)
+
+        logits = self.decode(inputs, text)
+
+        out = MuMoOutput()
+        weights = self.config.loss_weights
+        total = 0.0
+        for m in logits:
+            mean, per_codebook = codebook_cross_entropy(logits[m], labels[m])
+            setattr(out, f"{m}_loss", mean)
+            setattr(out, f"{m}_codebook_losses", per_codebook)
+            setattr(out, f"{m}_logits", logits[m])
+            total = total + weights[m] * mean
+        # Weights are renormalised over the streams present, so a single-stream batch trains at full scale.
+        out.loss = total / sum(weights[m] for m in logits) + self._ghost_loss(set(logits))
+        return out if return_dict else out.to_tuple()
+
+    def _check_codes(self, modality: str, codes: torch.Tensor) -> None:
+        k, v = self.config.num_codebooks, self.config.codebook_size
+        if codes.dim() != 3 or codes.shape[1] != k:
+            raise ValueError(f"{modality}_codes: expected shape [B, {k}, T], got {list(codes.shape)}")
+        if codes.dtype.is_floating_point:
+            raise ValueError(f"{modality}_codes: expected integer codes, got {codes.dtype}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= v):
+            raise ValueError(
+                f"{modality}_codes: codes must lie in 0..{v - 1}, got {int(codes.min())}..{int(codes.max())}"
+            )

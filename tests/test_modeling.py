@@ -1,0 +1,164 @@
+"""The MuMo model: delay pattern, mask, causality, modality experts, save/load."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration, build_delay_pattern, revert_delay_pattern
+from mumo_ds.modeling.attention import frame_causal_mask
+from mumo_ds.modeling.delay_pattern import delayed_frame_mask
+from tests.conftest import random_codes
+
+
+def test_delay_pattern_layout_and_exact_round_trip():
+    codes = torch.arange(12).view(1, 3, 4)  # K=3, T=4
+    delayed = build_delay_pattern(codes, special_id=-1)
+    expected = torch.tensor(
+        [[0, 1, 2, 3, -1, -1], [-1, 4, 5, 6, 7, -1], [-1, -1, 8, 9, 10, 11]]
+    )
+    assert torch.equal(delayed[0], expected)
+    big = random_codes(3, 37, seed=1)
+    assert torch.equal(revert_delay_pattern(build_delay_pattern(big, 2048)), big)
+
+
+def test_delayed_frame_mask_marks_real_frames_only():
+    mask = torch.tensor([[True, True, False]])
+    got = delayed_frame_mask(mask, num_codebooks=2)
+    assert torch.equal(got[0].int(), torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0]]))
+
+
+@pytest.mark.parametrize("lengths", [(5, 5), (3, 6), (7,), (1, 1)])
+def test_frame_causal_mask_equals_brute_force(lengths):
+    got = frame_causal_mask(lengths)
+    positions = [t for n in lengths for t in range(n)]
+    ref = torch.tensor([[positions[j] <= positions[i] for j in range(len(positions))] for i in range(len(positions))])
+    if len(lengths) == 1:
+        assert got is None  # the single-stream case runs SDPA's is_causal path
+        assert torch.equal(ref, torch.ones(len(ref), len(ref)).tril().bool())
+    else:
+        assert torch.equal(got, ref)
+
+
+def test_config_presets_are_explicit():
+    small = MuMoConfig.from_preset("small")
+    assert (small.hidden_size, small.num_hidden_layers, small.num_attention_heads, small.ffn_dim) == (1024, 24, 16, 4096)
+    assert (small.num_codebooks, small.codebook_size) == (4, 2048)
+    with pytest.raises(ValueError, match="unknown preset"):
+        MuMoConfig.from_preset("huge")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("streams", [("music", "motion"), ("music",), ("motion",)])
+def test_changing_a_future_frame_never_changes_earlier_logits(tiny_model, captions, streams):
+    frames, changed = 12, 7
+    codes = {m: random_codes(2, frames, seed=i) for i, m in enumerate(streams)}
+    base = tiny_model(**{f"{m}_codes": c for m, c in codes.items()}, **captions)
+    for target in streams:
+        edited = {m: c.clone() for m, c in codes.items()}
+        edited[target][:, :, changed] = (edited[target][:, :, changed] + 1) % 2048
+        out = tiny_model(**{f"{m}_codes": c for m, c in edited.items()}, **captions)
+        for m in streams:
+            before, after = getattr(base, f"{m}_logits"), getattr(out, f"{m}_logits")
+            # frame `changed` enters the input at step changed + 1 (and later for the delayed codebooks)
+            assert torch.equal(before[:, :, : changed + 1], after[:, :, : changed + 1])
+            if m == target:
+                assert not torch.equal(before[:, :, changed + 1 :], after[:, :, changed + 1 :])
+        # the other stream sees the change too, from the same step on (frame-causal, not stream-causal)
+        other = [m for m in streams if m != target]
+        if other:
+            assert not torch.equal(getattr(base, f"{other[0]}_logits"), getattr(out, f"{other[0]}_logits"))
+
+
+@torch.no_grad()
+def test_moe_slices_depend_only_on_their_own_expert(tiny_model):
+    layer = tiny_model.layers[0].ffn
+    x = torch.randn(2, 9, tiny_model.config.hidden_size)
+    segments = [("music", 4), ("motion", 5)]
+    base = layer(x, segments)
+    for perturbed, untouched in (("motion", slice(0, 4)), ("music", slice(4, 9))):
+        other = copy.deepcopy(layer)
+        for p in other.experts[perturbed].parameters():
+            p.add_(torch.randn_like(p))
+        out = other(x, segments)
+        assert torch.equal(out[:, untouched], base[:, untouched])
+        changed = slice(4, 9) if perturbed == "motion" else slice(0, 4)
+        assert not torch.equal(out[:, changed], base[:, changed])
+
+
+@torch.no_grad()
+def test_music_only_logits_ignore_every_motion_weight(tiny_model, captions):
+    music = random_codes(2, 10, seed=3)
+    base = tiny_model(music_codes=music, **captions).music_logits
+    other = copy.deepcopy(tiny_model)
+    touched = 0
+    for name, p in other.named_parameters():
+        if "motion" in name:
+            p.add_(torch.randn_like(p))
+            touched += 1
+    assert touched == 2 + 2 * 3 * len(other.layers) - 2 * len(other.layers)  # embedding, heads, 4 tensors per expert
+    assert torch.equal(other(music_codes=music, **captions).music_logits, base)
+    # and the check can fail: perturbing a shared weight changes the music logits
+    other.layers[0].self_attn.q_proj.weight.add_(1.0)
+    assert not torch.equal(other(music_codes=music, **captions).music_logits, base)
+
+
+def test_losses_are_per_codebook_and_weighted(tiny_model, captions):
+    music, motion = random_codes(2, 8, seed=4), random_codes(2, 8, seed=5)
+    out = tiny_model(music_codes=music, motion_codes=motion, **captions)
+    assert out.music_codebook_losses.shape == (4,) and out.motion_codebook_losses.shape == (4,)
+    assert torch.allclose(out.music_loss, out.music_codebook_losses.mean())
+    w = tiny_model.config.loss_weights
+    expected = (w["music"] * out.music_loss + w["motion"] * out.motion_loss) / (w["music"] + w["motion"])
+    assert torch.allclose(out.loss, expected)
+    # padded frames are ignored: a padded batch equals the unpadded one on the real frames
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[:, 6:] = False
+    padded = tiny_model(music_codes=music, music_mask=mask, **captions)
+    short = tiny_model(music_codes=music[:, :, :6], **captions)
+    assert torch.allclose(padded.music_loss, short.music_loss, atol=1e-6)
+
+
+def test_bad_codes_are_refused_with_the_field_named(tiny_model):
+    with pytest.raises(ValueError, match=r"motion_codes: codes must lie in 0\.\.2047"):
+        tiny_model(motion_codes=torch.full((1, 4, 3), 2048))
+    with pytest.raises(ValueError, match=r"music_codes: expected shape \[B, 4, T\]"):
+        tiny_model(music_codes=torch.zeros(1, 3, 5, dtype=torch.long))
+
+
+@torch.no_grad()
+def test_save_and_from_pretrained_give_bit_identical_logits(tiny_model, captions, tmp_path):
+    music, motion = random_codes(2, 9, seed=6), random_codes(2, 9, seed=7)
+    base = tiny_model(music_codes=music, motion_codes=motion, **captions)
+    tiny_model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "mumo"
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, MuMoForConditionalGeneration)
+    assert not any(p.requires_grad for p in loaded.text_encoder.parameters())
+    out = loaded(music_codes=music, motion_codes=motion, **captions)
+    assert torch.equal(out.music_logits, base.music_logits)
+    assert torch.equal(out.motion_logits, base.motion_logits)
+
+
+def test_motion_initialised_as_a_copy_of_music(tiny_model):
+    tiny_model.init_motion_from_music()
+    emb = tiny_model.embeddings
+    assert torch.equal(emb["motion"].table.weight, emb["music"].table.weight)
+    assert emb["motion"].table.weight.data_ptr() != emb["music"].table.weight.data_ptr()
+    experts = tiny_model.layers[1].ffn.experts
+    assert torch.equal(experts["motion"].fc1.weight, experts["music"].fc1.weight)
+
+
+def test_caption_dropout_drops_per_sample(tiny_config):
+    cfg = MuMoConfig.from_preset("tiny", caption_dropout=1.0)
+    model = MuMoForConditionalGeneration(cfg).train()
+    ids = torch.tensor([[104, 105, 1]])
+    states, mask = model.encode_text(ids, torch.ones_like(ids), 1, "cpu")
+    assert torch.count_nonzero(states) == 0 and mask.sum() == 1
+    model.eval()
+    states, mask = model.encode_text(ids, torch.ones_like(ids), 1, "cpu")
+    assert torch.count_nonzero(states) > 0 and mask.sum() == 3
