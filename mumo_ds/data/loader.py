@@ -186,7 +186,10 @@ class CodesLoader:
         return {"epoch": self._epoch, "batches_in_epoch": self._batches_in_epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a position; the next ``iter(self)`` continues right after it."""
+        """Restore a position; the next ``iter(self)`` continues right after it.
+
+        Call it before ``iter()``: an iterator already running keeps its own place.
+        """
         epoch, done = int(state["epoch"]), int(state["batches_in_epoch"])
         if epoch < 0 or done < 0:
             raise ValueError(f"loader state {state!r}: epoch and batches_in_epoch must be >= 0")

@@ -181,12 +181,12 @@ class ShardWriter:
         return sample
 
     # -- shards ------------------------------------------------------------------------
-    def _shard_path(self) -> Path:
-        return self.out_dir / shard_name(self.split, len(self.info.shards))
+    def _shard_path(self, suffix: str = "") -> Path:
+        """Path of the shard being written (``suffix=PARTIAL_SUFFIX`` while it is open)."""
+        return self.out_dir / (shard_name(self.split, len(self.info.shards)) + suffix)
 
     def _open_shard(self) -> None:
-        partial = self._shard_path().with_name(self._shard_path().name + PARTIAL_SUFFIX)
-        self._file = open(partial, "wb")
+        self._file = open(self._shard_path(PARTIAL_SUFFIX), "wb")
         # encoder=False: members are already bytes; mtime=0 makes shards byte-reproducible.
         self._tar = wds.TarWriter(self._file, encoder=False, mtime=0)
         self._in_shard = 0
@@ -194,23 +194,21 @@ class ShardWriter:
     def _finish_shard(self) -> None:
         """Close the open shard, fsync it, rename it into place and record its sha256."""
         final = self._shard_path()
-        partial = final.with_name(final.name + PARTIAL_SUFFIX)
         self._tar.close()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         self._tar = self._file = None
-        os.replace(partial, final)
+        os.replace(self._shard_path(PARTIAL_SUFFIX), final)
         self.info.shards.append(ShardInfo(final.name, self._in_shard, file_sha256(final)))
         self._in_shard = 0
 
     def _abort(self) -> None:
         """After an exception: drop the partial shard, leave the manifest untouched."""
         if self._tar is not None:
-            partial = Path(self._file.name)
             self._tar.close()
             self._file.close()
-            partial.unlink(missing_ok=True)
+            self._shard_path(PARTIAL_SUFFIX).unlink(missing_ok=True)
             self._tar = self._file = None
         self._closed = True
 
