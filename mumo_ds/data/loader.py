@@ -114,6 +114,8 @@ class CodesLoader:
         expect: model format to check against the manifest, keys among
             num_codebooks, codebook_size, frame_rate, music_codec, motion_tokenizer.
         verify: check every shard's sha256 against the manifest now (reads all shards).
+        kinds: keep only samples of these kinds (after ``streams``), e.g. ``(("music", "motion"),)``
+            for paired samples only; others are counted in ``stats.filtered``. None keeps all.
 
     Yields batches as documented in ``collate.collate``.
     """
@@ -134,6 +136,7 @@ class CodesLoader:
         max_bad_fraction: float = 0.1,
         expect: dict | None = None,
         verify: bool = False,
+        kinds: tuple[tuple[str, ...], ...] | None = None,
     ):
         self.data_dir = Path(data_dir)
         manifest_path = self.data_dir / MANIFEST_NAME
@@ -176,6 +179,7 @@ class CodesLoader:
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle, self.shuffle_buffer = shuffle, shuffle_buffer
         self.max_bad_fraction = max_bad_fraction
+        self.kinds = None if kinds is None else {tuple(m for m in MODALITIES if m in k) for k in kinds}
         self.stats = LoaderStats()
         self._epoch = 0
         self._batches_in_epoch = 0
@@ -257,7 +261,7 @@ class CodesLoader:
             except CodesError as exn:
                 self._bad(exn.reason, name, str(exn))
                 continue
-            if sample is None:
+            if sample is None or (self.kinds is not None and sample.kind not in self.kinds):
                 self.stats.filtered += 1
                 continue
             self.stats.samples_ok += 1

@@ -1,0 +1,111 @@
+"""Run configuration: one dataclass, filled from defaults, an optional run file, then the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    stage: int
+    data: str = "data/sample"  # folder with manifest.json and the shards
+    output_dir: str = ""  # default: {runs_root}/stage{N}
+    runs_root: str = "runs"
+    init_from: str = ""  # HF folder to start from; default: the previous stage's export, else a fresh preset
+    preset: str = "tiny"  # model size when starting from scratch
+    ds_config: str = ""  # default: the stage's config in ds_configs/
+    max_steps: int = 100
+    micro_batch_size: int = 0  # 0: take the DeepSpeed config's value
+    grad_accum: int = 0  # 0: take the DeepSpeed config's value
+    lr: float = 0.0  # 0: take the DeepSpeed config's value
+    warmup_steps: int = -1  # -1: take the DeepSpeed config's value
+    crop_frames: int = 500
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 0  # 0: only the final checkpoint
+    resume: bool = False
+    fixed_batch: bool = False  # debug: train on the first batch again and again (overfit check)
+    verify_export: bool = False  # compare the export's logits with the engine's module after saving
+    peak_tflops: float = 0.0  # per-device peak for MFU; 0: MFU not reported
+    local_rank: int = field(default=-1, repr=False)  # set by the deepspeed launcher
+
+    def resolve(self, stage_ds_config: str, previous_export: str | None) -> "TrainConfig":
+        """Fill the derived defaults."""
+        self.output_dir = self.output_dir or str(Path(self.runs_root) / f"stage{self.stage}")
+        self.ds_config = self.ds_config or stage_ds_config
+        if not self.init_from and previous_export:
+            self.init_from = previous_export
+        return self
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.output_dir) / "checkpoints"
+
+    @property
+    def export_dir(self) -> Path:
+        return Path(self.output_dir) / "export"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+HELP = {
+    "stage": "training stage (see mumo_ds/training/stages.py): 1 motion-only, 2 joint",
+    "data": "folder with manifest.json and {split}-NNNNNN.tar shards",
+    "output_dir": "run folder (checkpoints/, export/, logs/); default RUNS_ROOT/stageN",
+    "runs_root": "parent folder of the per-stage run folders",
+    "init_from": "HF model folder to start from; default: the previous stage's export",
+    "preset": "model size preset when starting from scratch (tiny, small)",
+    "ds_config": "DeepSpeed JSON config; default: the stage's own in ds_configs/",
+    "config": "run file (JSON or YAML) with any of these options; the command line wins",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a MuMo stage with DeepSpeed. Launch with `deepspeed --num_gpus N train.py --stage 1` "
+        "or `torchrun --nproc_per_node N train.py --stage 1`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", default=None, help=HELP["config"])
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        names = [flag, "--local_rank"] if f.name == "local_rank" else [flag]
+        kwargs = {"help": HELP.get(f.name, f.name.replace("_", " "))}
+        if f.type in ("bool", bool):
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, default=None, **kwargs)
+        else:
+            py_type = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            parser.add_argument(*names, type=py_type, default=None, required=f.name == "stage", **kwargs)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """Defaults < run file (--config) < command line."""
+    args = vars(build_parser().parse_args(argv))
+    values: dict = {}
+    run_file = args.pop("config")
+    if run_file:
+        values.update(load_run_file(run_file))
+    values.update({k: v for k, v in args.items() if v is not None})
+    return TrainConfig(**values)
+
+
+def load_run_file(path: str) -> dict:
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data or {}) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown option(s) {unknown}; allowed: {sorted(known)}")
+    return {k.replace("-", "_"): v for k, v in (data or {}).items()}

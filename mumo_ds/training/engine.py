@@ -1,0 +1,81 @@
+"""Building the DeepSpeed engine: config checks, optimizer groups, ``deepspeed.initialize``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import deepspeed
+from torch import nn
+
+from .config import TrainConfig
+
+KNOWN_KEYS = {
+    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
+    "steps_per_print", "wall_clock_breakdown", "optimizer", "scheduler", "bf16", "fp16", "zero_optimization",
+    "data_types", "communication_data_type", "zero_force_ds_cpu_optimizer", "activation_checkpointing",
+    "tensorboard", "flops_profiler", "zero_allow_untested_optimizer",
+}
+
+
+def load_ds_config(cfg: TrainConfig, world_size: int) -> dict:
+    """Read the DeepSpeed JSON, check it, apply command-line overrides, and set the global batch.
+
+    DeepSpeed ignores misspelled keys silently, and ``"auto"`` works only under HF Trainer,
+    so both are refused here with the file and the key named.
+    """
+    path = Path(cfg.ds_config)
+    if not path.is_file():
+        raise FileNotFoundError(f"--ds-config {path}: no such file; pick one of ds_configs/*.json")
+    ds = json.loads(path.read_text())
+    unknown = sorted(set(ds) - KNOWN_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level key(s) {unknown} (DeepSpeed would silently ignore them)")
+    autos = [key for key, value in _walk(ds) if value == "auto"]
+    if autos:
+        raise ValueError(f"{path}: {autos} = \"auto\" works only under HF Trainer; write concrete numbers")
+    if cfg.micro_batch_size:
+        ds["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
+    if cfg.grad_accum:
+        ds["gradient_accumulation_steps"] = cfg.grad_accum
+    ds["train_batch_size"] = ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * world_size
+    if cfg.lr:
+        ds["optimizer"]["params"]["lr"] = cfg.lr
+    sched = ds.get("scheduler", {}).get("params", {})
+    if "warmup_max_lr" in sched:
+        sched["warmup_max_lr"] = ds["optimizer"]["params"]["lr"]
+    if cfg.warmup_steps >= 0 and "warmup_num_steps" in sched:
+        sched["warmup_num_steps"] = cfg.warmup_steps
+    if "total_num_steps" in sched:
+        sched["total_num_steps"] = max(cfg.max_steps, sched.get("warmup_num_steps", 0) + 1)
+    return ds
+
+
+def _walk(node, prefix=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, f"{prefix}.{key}" if prefix else key)
+    else:
+        yield prefix, node
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters in two groups: decayed matrices, and norms/biases/embeddings without decay."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        plain = param.ndim < 2 or name.startswith("embeddings.") or ".norm" in name or "layer_norm" in name
+        (no_decay if plain else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_engine(model: nn.Module, ds_config: dict):
+    """``deepspeed.initialize`` over the trainable parameters only; returns (engine, scheduler)."""
+    wd = ds_config.get("optimizer", {}).get("params", {}).get("weight_decay", 0.0)
+    groups = [g for g in param_groups(model, wd) if g["params"]]
+    engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
+    return engine, scheduler

@@ -1,0 +1,62 @@
+"""Consolidating a DeepSpeed checkpoint into an HF folder, atomically.
+
+The HF folder is the boundary between stages: the next stage starts with
+``from_pretrained`` on it and a fresh engine, because switching frozen sets
+through ``load_checkpoint(load_module_only=True)`` breaks under ZeRO-2/3
+(notes/deepspeed_cpu.md P7).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+from ..modeling import MuMoConfig, MuMoForConditionalGeneration
+
+
+def consolidated_state_dict(checkpoint_dir: Path, tag: str, zero_stage: int) -> dict[str, torch.Tensor]:
+    """Full fp32 weights of a saved checkpoint, frozen parameters included.
+
+    ZeRO-2/3: ``zero_to_fp32`` (fp32 master weights + frozen fragments). ZeRO-0/1: the rank-0 module file,
+    because zero_to_fp32 drops frozen parameters there (P8); under ZeRO-1 the trainable ones are then
+    replaced by the fp32 master weights.
+    """
+    if zero_stage >= 2:
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+    module_file = checkpoint_dir / tag / "mp_rank_00_model_states.pt"
+    # Our own run directory's DeepSpeed file: DeepSpeed itself loads these with weights_only=False.
+    state = torch.load(module_file, map_location="cpu", weights_only=False)["module"]
+    state = {k: v.float() for k, v in state.items()}
+    if zero_stage == 1:
+        state.update(get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag))
+    return state
+
+
+def export_hf(
+    state: dict[str, torch.Tensor], config: MuMoConfig, tokenizer, out_dir: Path, metadata: dict
+) -> Path:
+    """Write ``out_dir`` as an HF folder (config, safetensors, tokenizer, mumo_training.json).
+
+    Written next to the target and renamed into place, so a crash never leaves a partial export
+    where a good one was.
+    """
+    model = MuMoForConditionalGeneration(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    old = out_dir.with_name(out_dir.name + ".old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "mumo_training.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,76 @@
+"""The training stages, as data: what each stage reads, trains, and starts from.
+
+A reader who wants to know what stage 2 trains reads this table and nothing else.
+A parameter trains in a stage when its name matches one of ``trainable`` and none
+of ``frozen`` (``fnmatch`` patterns over ``model.named_parameters()`` names).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Stage:
+    number: int
+    name: str
+    streams: tuple[str, ...]  # data streams the loader yields (others are dropped)
+    mix: dict[str, float]  # batch kinds and their weights: "paired", "music", "motion" (see data/mixing.py)
+    trainable: tuple[str, ...]
+    frozen: tuple[str, ...]
+    starts_from: int | None  # the stage whose export this one loads by default (None: --init-from or a preset)
+    prepare: str | None  # model method run once on the starting weights
+    ds_config: str  # default DeepSpeed config, relative to the repo root
+
+
+STAGES: dict[int, Stage] = {
+    1: Stage(
+        number=1,
+        name="motion",
+        streams=("motion",),
+        mix={"motion": 1.0},
+        trainable=("embeddings.motion.*", "layers.*.ffn.experts.motion.*", "heads.motion.*"),
+        frozen=(),
+        starts_from=None,
+        prepare="init_motion_from_music",
+        ds_config="ds_configs/zero2.json",
+    ),
+    2: Stage(
+        number=2,
+        name="joint",
+        streams=("music", "motion"),
+        mix={"paired": 0.8, "music": 0.1, "motion": 0.1},
+        trainable=("*",),
+        frozen=("text_encoder.*",),
+        starts_from=1,
+        prepare=None,
+        ds_config="ds_configs/zero2.json",
+    ),
+}
+
+
+def get_stage(number: int) -> Stage:
+    if number not in STAGES:
+        raise ValueError(f"--stage {number}: no such stage; defined stages are {sorted(STAGES)} (mumo_ds/training/stages.py)")
+    return STAGES[number]
+
+
+def is_trainable(stage: Stage, name: str) -> bool:
+    match = lambda patterns: any(fnmatch.fnmatchcase(name, p) for p in patterns)  # noqa: E731
+    return match(stage.trainable) and not match(stage.frozen)
+
+
+def apply_stage(model: nn.Module, stage: Stage) -> dict[str, int]:
+    """Set ``requires_grad`` for ``stage``; return trainable parameter counts per top-level group."""
+    counts: dict[str, int] = {}
+    for name, param in model.named_parameters():
+        param.requires_grad_(is_trainable(stage, name))
+        if param.requires_grad:
+            group = ".".join(name.split(".")[:2]) if name.startswith(("embeddings", "heads")) else name.split(".")[0]
+            counts[group] = counts.get(group, 0) + param.numel()
+    if not counts:
+        raise ValueError(f"stage {stage.number} ({stage.name}) trains no parameter: check its patterns {stage.trainable}")
+    return counts

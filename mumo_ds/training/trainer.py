@@ -1,0 +1,242 @@
+"""The training entry point: one stage, one DeepSpeed engine, then an HF export.
+
+Launch (CPU, 2 ranks; on GPUs drop OMP_NUM_THREADS and set --num_gpus)::
+
+    OMP_NUM_THREADS=1 deepspeed --num_gpus 2 train.py --stage 1 --data data/sample
+    OMP_NUM_THREADS=1 deepspeed --num_gpus 2 train.py --stage 2 --data data/sample   # starts from runs/stage1/export
+    torchrun --nproc_per_node 2 train.py --stage 1 --resume                            # continue from the latest checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..data import Manifest
+from ..data.mixing import MixedLoader
+from ..modeling import MODALITIES, MuMoConfig, MuMoForConditionalGeneration
+from ..modeling.text import load_tokenizer, tokenize_captions
+from . import distributed
+from .config import TrainConfig, parse_config
+from .engine import build_engine, load_ds_config
+from .export import consolidated_state_dict, export_hf
+from .metrics import RunLogger, training_flops_per_token
+from .stages import Stage, apply_stage, get_stage
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(argv)
+    stage = get_stage(cfg.stage)
+    previous = str(Path(cfg.runs_root) / f"stage{stage.starts_from}" / "export") if stage.starts_from else None
+    cfg.resolve(stage.ds_config, previous)
+    rank, world_size, device = distributed.setup()
+    train(cfg, stage, rank, world_size, device)
+    distributed.teardown()
+
+
+def load_start(cfg: TrainConfig, manifest: Manifest):
+    """The starting model and caption tokenizer: an HF folder, or a fresh preset for this data."""
+    if cfg.init_from:
+        if not Path(cfg.init_from, "config.json").is_file():
+            raise FileNotFoundError(
+                f"--init-from {cfg.init_from}: no HF model folder there (config.json missing); "
+                f"run the previous stage first, or pass --init-from DIR (or --init-from '' with --preset)"
+            )
+        return MuMoForConditionalGeneration.from_pretrained(cfg.init_from), load_tokenizer(cfg.init_from)
+    config = MuMoConfig.from_preset(
+        cfg.preset,
+        num_codebooks=manifest.num_codebooks,
+        codebook_size=manifest.codebook_size,
+        frame_rate=manifest.frame_rate,
+        music_codec=manifest.codec.get("name"),
+        motion_tokenizer=manifest.motion_tokenizer.get("name"),
+    )
+    return MuMoForConditionalGeneration(config), load_tokenizer(config.text_tokenizer)
+
+
+def model_inputs(batch: dict, tokenizer, max_tokens: int, device: torch.device) -> dict:
+    """A loader batch -> keyword arguments of ``MuMoForConditionalGeneration.forward``."""
+    inputs = {}
+    for m in MODALITIES:
+        if f"{m}_codes" not in batch:
+            continue
+        inputs[f"{m}_codes"] = batch[f"{m}_codes"].to(device)
+        inputs[f"{m}_mask"] = batch[f"{m}_mask"].to(device)
+        ids, mask = tokenize_captions(tokenizer, batch[f"{m}_captions"], max_tokens)
+        inputs[f"{m}_caption_ids"], inputs[f"{m}_caption_mask"] = ids.to(device), mask.to(device)
+    return inputs
+
+
+def step_metrics(outputs: list, batches: list[dict], num_codebooks: int) -> torch.Tensor:
+    """Per-rank sums as one vector, so ranks with different streams reduce the same layout.
+
+    Layout: [loss, frames, then per modality: count, loss, K codebook losses].
+    """
+    values = [sum(float(o.loss.detach()) for o in outputs), sum(float(b[f"{m}_mask"].sum()) for b in batches for m in MODALITIES if f"{m}_mask" in b)]
+    for m in MODALITIES:
+        present = [o for o in outputs if getattr(o, f"{m}_loss") is not None]
+        values.append(len(present))
+        values.append(sum(float(getattr(o, f"{m}_loss").detach()) for o in present))
+        per_cb = sum((getattr(o, f"{m}_codebook_losses").detach().float().cpu() for o in present), torch.zeros(num_codebooks))
+        values.extend(per_cb.tolist())
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def reduce_metrics(local: torch.Tensor, num_micro: int, num_codebooks: int, device) -> dict[str, float]:
+    total = local.to(device)
+    dist.all_reduce(total)
+    total = total.cpu()
+    world = dist.get_world_size()
+    metrics = {"loss": total[0].item() / (num_micro * world), "frames": total[1].item()}
+    i = 2
+    for m in MODALITIES:
+        count = total[i].item()
+        if count:
+            metrics[f"loss_{m}"] = total[i + 1].item() / count
+            for k in range(num_codebooks):
+                metrics[f"loss_{m}_cb{k}"] = total[i + 2 + k].item() / count
+        i += 2 + num_codebooks
+    return metrics
+
+
+def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: torch.device) -> None:
+    is_main = rank == 0
+    out_dir = Path(cfg.output_dir)
+    manifest = Manifest.load(cfg.data)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+
+    model, tokenizer = load_start(cfg, manifest)
+    if stage.prepare:
+        getattr(model, stage.prepare)()
+    trainable = apply_stage(model, stage)
+    mc = model.config
+    ds_config = load_ds_config(cfg, world_size)
+    micro, accum = ds_config["train_micro_batch_size_per_gpu"], ds_config["gradient_accumulation_steps"]
+    loader = MixedLoader(
+        cfg.data, "train", mix=stage.mix, batch_size=micro, crop_frames=cfg.crop_frames, streams=stage.streams,
+        rank=rank, world_size=world_size, seed=cfg.seed,
+        expect=dict(
+            num_codebooks=mc.num_codebooks, codebook_size=mc.codebook_size, frame_rate=mc.frame_rate,
+            music_codec=mc.music_codec, motion_tokenizer=mc.motion_tokenizer,
+        ),
+    )
+    non_embedding = sum(
+        p.numel() for n, p in model.named_parameters() if not n.startswith(("embeddings.", "text_encoder."))
+    )
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)  # before ZeRO-3 partitions them
+    engine, scheduler = build_engine(model, ds_config)
+
+    start_step = 0
+    if cfg.resume and (cfg.checkpoint_dir / "latest").is_file():
+        path, client = engine.load_checkpoint(str(cfg.checkpoint_dir))
+        start_step = int(client["step"])
+        restore_rank_state(Path(path), rank, loader)
+
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.json").write_text(cfg.to_json())
+        (out_dir / "ds_config.json").write_text(json.dumps(ds_config, indent=2))
+        print(
+            f"stage {stage.number} ({stage.name}): streams {stage.streams}, {world_size} rank(s), "
+            f"ZeRO-{engine.zero_optimization_stage()}, micro-batch {micro} x accum {accum}, "
+            f"steps {start_step}->{cfg.max_steps}, start {cfg.init_from or 'preset ' + cfg.preset}"
+            + (f", resumed from step {start_step}" if start_step else ""),
+            flush=True,
+        )
+        for group, count in trainable.items():
+            print(f"  trainable {group:<24} {count:>12,d}", flush=True)
+        print(f"  frozen    {frozen:>37,d}", flush=True)
+
+    logger = RunLogger(out_dir / "logs", cfg.max_steps, start_step, enabled=is_main)
+    flops_per_frame = training_flops_per_token(non_embedding, mc.num_hidden_layers, mc.hidden_size, cfg.crop_frames)
+    batches = iter(loader)
+    fixed = None
+    engine.train()
+    for step in range(start_step + 1, cfg.max_steps + 1):
+        t0 = time.perf_counter()
+        outputs, used = [], []
+        for _ in range(accum):
+            if cfg.fixed_batch:
+                fixed = fixed if fixed is not None else next(batches)
+                batch = fixed
+            else:
+                batch = next(batches)
+            out = engine(**model_inputs(batch, tokenizer, mc.max_caption_tokens, device))
+            engine.backward(out.loss)
+            engine.step()
+            outputs.append(out)
+            used.append(batch)
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            metrics = reduce_metrics(step_metrics(outputs, used, mc.num_codebooks), accum, mc.num_codebooks, device)
+            seconds = time.perf_counter() - t0
+            metrics.update(
+                lr=scheduler.get_last_lr()[0] if scheduler is not None else ds_config["optimizer"]["params"]["lr"],
+                grad_norm=float(engine.get_global_grad_norm() or 0.0),
+                frames_per_s=metrics.pop("frames") / seconds,
+                samples_per_s=micro * accum * world_size / seconds,
+                skipped_samples=float(loader.stats.num_bad),
+            )
+            if cfg.peak_tflops:
+                metrics["mfu"] = metrics["frames_per_s"] * flops_per_frame / (cfg.peak_tflops * 1e12 * world_size)
+            logger.log(step, metrics)
+        logger.advance()
+        if cfg.save_every and step % cfg.save_every == 0 and step != cfg.max_steps:
+            save_checkpoint(engine, loader, cfg.checkpoint_dir, step, rank)
+    logger.close()
+
+    tag = save_checkpoint(engine, loader, cfg.checkpoint_dir, cfg.max_steps, rank)
+    if is_main:
+        state = consolidated_state_dict(cfg.checkpoint_dir, tag, engine.zero_optimization_stage())
+        export_hf(state, mc, tokenizer, cfg.export_dir, {"stage": stage.number, "step": cfg.max_steps, "checkpoint": tag})
+        print(f"exported stage {stage.number} to {cfg.export_dir}", flush=True)
+    dist.barrier()
+    if cfg.verify_export:
+        verify_export(engine, cfg, fixed if fixed is not None else next(batches), tokenizer, device, is_main)
+
+
+def save_checkpoint(engine, loader: MixedLoader, checkpoint_dir: Path, step: int, rank: int) -> str:
+    """DeepSpeed checkpoint with the step in client_state, and each rank's data position and RNG as JSON."""
+    tag = f"step{step:08d}"
+    engine.save_checkpoint(str(checkpoint_dir), tag=tag, client_state={"step": step})
+    state = {"data": loader.state_dict(), "torch_rng": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state().tolist()
+    (checkpoint_dir / tag / f"rank_state{rank}.json").write_text(json.dumps(state))
+    dist.barrier()
+    return tag
+
+
+def restore_rank_state(checkpoint: Path, rank: int, loader: MixedLoader) -> None:
+    """Data position and RNG state of this rank, as saved by :func:`save_checkpoint` (JSON, no pickle)."""
+    state = json.loads((checkpoint / f"rank_state{rank}.json").read_text())
+    loader.load_state_dict(state["data"])
+    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(torch.tensor(state["cuda_rng"], dtype=torch.uint8))
+
+
+@torch.no_grad()
+def verify_export(engine, cfg: TrainConfig, batch: dict, tokenizer, device, is_main: bool) -> None:
+    """Compare the engine module's logits with the exported folder's on one batch; write export_check.json.
+
+    Every rank runs the engine forward (ZeRO-3 gathers parameters collectively); rank 0 compares.
+    """
+    module = engine.module
+    module.eval()
+    inputs = model_inputs(batch, tokenizer, module.config.max_caption_tokens, device)
+    live = module(**inputs)
+    if is_main:
+        loaded = MuMoForConditionalGeneration.from_pretrained(cfg.export_dir).to(device).eval()
+        again = loaded(**inputs)
+        diffs = {
+            m: float((getattr(live, f"{m}_logits").float() - getattr(again, f"{m}_logits").float()).abs().max())
+            for m in MODALITIES
+            if getattr(live, f"{m}_logits") is not None
+        }
+        Path(cfg.output_dir, "export_check.json").write_text(json.dumps({"max_abs_logit_diff": diffs}, indent=2))
+        print(f"export check: max |logit diff| {diffs}", flush=True)
+    module.train()
