@@ -26,6 +26,7 @@ from transformers.utils import ModelOutput
 from .attention import MuMoAttention, frame_causal_mask
 from .configuration_mumo import MuMoConfig
 from .delay_pattern import build_delay_pattern, delayed_frame_mask
+from .generation import generate_plain
 from .losses import IGNORE_INDEX, codebook_cross_entropy
 from .moe import FeedForward, ModalityExpertFFN, Segments
 
@@ -307,6 +308,10 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         # Weights are renormalised over the streams present, so a single-stream batch trains at full scale.
         out.loss = total / sum(weights[m] for m in logits) + self._ghost_loss(set(logits))
         return out if return_dict else out.to_tuple()
+
+    def generate(self, num_frames: int, prompts: dict, text: dict | None = None, **sampling) -> dict[str, torch.Tensor]:
+        """Sample codes for the streams named in ``prompts``; see :func:`generation.generate_plain`."""
+        return generate_plain(self, num_frames, prompts, text, **sampling)
 
     def _check_codes(self, modality: str, codes: torch.Tensor) -> None:
         k, v = self.config.num_codebooks, self.config.codebook_size

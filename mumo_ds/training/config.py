@@ -15,7 +15,7 @@ class TrainConfig:
     data: str = "data/sample"  # folder with manifest.json and the shards
     output_dir: str = ""  # default: {runs_root}/stage{N}
     runs_root: str = "runs"
-    init_from: str = ""  # HF folder to start from; default: the previous stage's export, else a fresh preset
+    init_from: str = "auto"  # HF folder, "scratch" (fresh preset), or "auto": the previous stage's export if any
     preset: str = "tiny"  # model size when starting from scratch
     ds_config: str = ""  # default: the stage's config in ds_configs/
     max_steps: int = 100
@@ -37,8 +37,8 @@ class TrainConfig:
         """Fill the derived defaults."""
         self.output_dir = self.output_dir or str(Path(self.runs_root) / f"stage{self.stage}")
         self.ds_config = self.ds_config or stage_ds_config
-        if not self.init_from and previous_export:
-            self.init_from = previous_export
+        if self.init_from == "auto":
+            self.init_from = previous_export or "scratch"
         return self
 
     @property
@@ -58,7 +58,8 @@ HELP = {
     "data": "folder with manifest.json and {split}-NNNNNN.tar shards",
     "output_dir": "run folder (checkpoints/, export/, logs/); default RUNS_ROOT/stageN",
     "runs_root": "parent folder of the per-stage run folders",
-    "init_from": "HF model folder to start from; default: the previous stage's export",
+    "init_from": "HF model folder to start from, 'scratch' for a fresh --preset model, or 'auto': "
+    "the previous stage's export (stage 1: scratch)",
     "preset": "model size preset when starting from scratch (tiny, small)",
     "ds_config": "DeepSpeed JSON config; default: the stage's own in ds_configs/",
     "config": "run file (JSON or YAML) with any of these options; the command line wins",

@@ -45,6 +45,8 @@ def load_ds_config(cfg: TrainConfig, world_size: int) -> dict:
     if "warmup_max_lr" in sched:
         sched["warmup_max_lr"] = ds["optimizer"]["params"]["lr"]
     if cfg.warmup_steps >= 0 and "warmup_num_steps" in sched:
+        if cfg.warmup_steps < 1:
+            raise ValueError(f"--warmup-steps {cfg.warmup_steps}: DeepSpeed's {ds['scheduler']['type']} needs >= 1")
         sched["warmup_num_steps"] = cfg.warmup_steps
     if "total_num_steps" in sched:
         sched["total_num_steps"] = max(cfg.max_steps, sched.get("warmup_num_steps", 0) + 1)

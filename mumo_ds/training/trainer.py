@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def load_start(cfg: TrainConfig, manifest: Manifest):
     """The starting model and caption tokenizer: an HF folder, or a fresh preset for this data."""
-    if cfg.init_from:
+    if cfg.init_from != "scratch":
         if not Path(cfg.init_from, "config.json").is_file():
             raise FileNotFoundError(
                 f"--init-from {cfg.init_from}: no HF model folder there (config.json missing); "
-                f"run the previous stage first, or pass --init-from DIR (or --init-from '' with --preset)"
+                "run the previous stage first, or pass --init-from DIR (or --init-from scratch --preset NAME)"
             )
         return MuMoForConditionalGeneration.from_pretrained(cfg.init_from), load_tokenizer(cfg.init_from)
     config = MuMoConfig.from_preset(
@@ -132,9 +132,10 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
 
     start_step = 0
     if cfg.resume and (cfg.checkpoint_dir / "latest").is_file():
-        path, client = engine.load_checkpoint(str(cfg.checkpoint_dir))
+        tag = (cfg.checkpoint_dir / "latest").read_text().strip()
+        _, client = engine.load_checkpoint(str(cfg.checkpoint_dir), tag=tag)
         start_step = int(client["step"])
-        restore_rank_state(Path(path), rank, loader)
+        restore_rank_state(cfg.checkpoint_dir / tag, rank, loader)
 
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         print(
             f"stage {stage.number} ({stage.name}): streams {stage.streams}, {world_size} rank(s), "
             f"ZeRO-{engine.zero_optimization_stage()}, micro-batch {micro} x accum {accum}, "
-            f"steps {start_step}->{cfg.max_steps}, start {cfg.init_from or 'preset ' + cfg.preset}"
+            f"steps {start_step}->{cfg.max_steps}, start {cfg.init_from}" + (f" ({cfg.preset})" if cfg.init_from == "scratch" else "")
             + (f", resumed from step {start_step}" if start_step else ""),
             flush=True,
         )
