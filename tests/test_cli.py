@@ -1,0 +1,72 @@
+"""Command lines: --help everywhere, config precedence and readable refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mumo_ds.training.config import parse_config
+from mumo_ds.training.engine import load_ds_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("module", ["train.py", "-m mumo_ds.generate_cli", "-m data_prep.make_sample_shards"])
+def test_help(module):
+    proc = subprocess.run([sys.executable, *module.split(), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+
+
+def test_run_file_then_command_line(tmp_path):
+    run = tmp_path / "run.yaml"
+    run.write_text("max_steps: 7\nlr: 0.001\ncrop_frames: 100\n")
+    cfg = parse_config(["--stage", "2", "--config", str(run), "--max-steps", "9", "--local_rank=1"])
+    assert (cfg.stage, cfg.max_steps, cfg.lr, cfg.crop_frames, cfg.local_rank) == (2, 9, 0.001, 100, 1)
+    run.write_text("max_stpes: 7\n")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['max_stpes'\]"):
+        parse_config(["--stage", "1", "--config", str(run)])
+
+
+def test_ds_config_batch_and_refusals(tmp_path):
+    cfg = parse_config(["--stage", "1", "--ds-config", "ds_configs/zero3.json", "--micro-batch-size", "3", "--grad-accum", "2", "--max-steps", "50"])
+    cfg.ds_config = str(REPO / cfg.ds_config)
+    ds = load_ds_config(cfg, world_size=4)
+    assert ds["train_batch_size"] == 3 * 2 * 4
+    assert ds["scheduler"]["params"]["total_num_steps"] == 50
+    bad = json.loads((REPO / "ds_configs/zero2.json").read_text())
+    bad["train_micro_batch_size_per_gpu"] = "auto"
+    (tmp_path / "auto.json").write_text(json.dumps(bad))
+    cfg.ds_config = str(tmp_path / "auto.json")
+    with pytest.raises(ValueError, match=r"auto.json: \['train_micro_batch_size_per_gpu'\] = \"auto\""):
+        load_ds_config(cfg, 1)
+    bad["train_micro_batch_size_per_gpu"] = 2
+    bad["zero_optimisation"] = {"stage": 2}
+    (tmp_path / "typo.json").write_text(json.dumps(bad))
+    cfg.ds_config = str(tmp_path / "typo.json")
+    with pytest.raises(ValueError, match=r"unknown top-level key\(s\) \['zero_optimisation'\]"):
+        load_ds_config(cfg, 1)
+
+
+def test_every_shipped_ds_config_loads():
+    for path in sorted((REPO / "ds_configs").glob("*.json")):
+        cfg = parse_config(["--stage", "1", "--ds-config", str(path)])
+        assert load_ds_config(cfg, 2)["train_batch_size"] >= 2
+
+
+def test_generate_cli_writes_codes(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "model")
+    from mumo_ds.modeling.text import load_tokenizer
+
+    load_tokenizer("byt5").save_pretrained(tmp_path / "model")
+    from mumo_ds.generate_cli import main
+
+    main(["--model", str(tmp_path / "model"), "--seconds", "0.1", "--text", "a dance", "--out", str(tmp_path / "out")])
+    for m in ("music", "motion"):
+        codes = np.load(tmp_path / "out" / f"{m}.npy")
+        assert codes.shape == (1, 4, 5) and codes.dtype == np.int16 and codes.min() >= 0 and codes.max() < 2048
