@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output directory for the shards and manifest.json")
     parser.add_argument("--samples-per-shard", type=int, default=8, help="samples per shard (default 8)")
     parser.add_argument("--crop-seconds", type=float, default=4.0, help="window length in seconds (default 4.0)")
-    parser.add_argument("--stride-seconds", type=float, default=0.1, help="window stride in seconds (default 0.1)")
+    parser.add_argument("--stride-seconds", type=float, default=0.04, help="window stride in seconds (default 0.04)")
     parser.add_argument("--val-every", type=int, default=5, help="every N-th window goes to val (default 5)")
     args = parser.parse_args(argv)
     manifest = build_sample_shards(

@@ -312,12 +312,12 @@ def test_state_dict_resume_gives_exactly_the_next_batch(tmp_path):
     reference = CodesLoader(tmp_path, "train", **kwargs)
     it = iter(reference)
     states, batches = [], []
-    for _ in range(40):  # 16 batches per epoch: crosses two epoch boundaries
+    for _ in range(90):  # 40 batches per epoch: crosses two epoch boundaries
         batches.append(next(it))
         states.append(reference.state_dict())
-    assert states[15] == {"epoch": 0, "batches_in_epoch": 16} and states[16] == {"epoch": 1, "batches_in_epoch": 1}
-    assert keys_of(batches[:16]) != keys_of(batches[16:32])  # epochs are reshuffled
-    for i in (0, 6, 15, 16, 30):
+    assert states[39] == {"epoch": 0, "batches_in_epoch": 40} and states[40] == {"epoch": 1, "batches_in_epoch": 1}
+    assert keys_of(batches[:40]) != keys_of(batches[40:80])  # epochs are reshuffled
+    for i in (0, 6, 39, 40, 85):
         resumed = CodesLoader(tmp_path, "train", **kwargs)
         resumed.load_state_dict(states[i])
         got, want = next(iter(resumed)), batches[i + 1]
@@ -331,8 +331,8 @@ def test_sample_builder_writes_valid_shards(tmp_path):
     make_sample_main(["--out", str(tmp_path)])
     manifest = Manifest.load(tmp_path)
     train, val = manifest.splits["train"], manifest.splits["val"]
-    assert (train.num_samples, len(train.shards), train.counts) == (64, 8, {"paired": 48, "music": 8, "motion": 8})
-    assert (val.num_samples, len(val.shards), val.counts) == (16, 2, {"paired": 12, "music": 2, "motion": 2})
+    assert (train.num_samples, len(train.shards), train.counts) == (160, 20, {"paired": 80, "music": 40, "motion": 40})
+    assert (val.num_samples, len(val.shards), val.counts) == (40, 5, {"paired": 20, "music": 10, "motion": 10})
     assert manifest.codec["name"] == "synthetic-v1" and manifest.motion_tokenizer["name"] == "sample-lsh-v1"
     for split in ("train", "val"):
         loader = CodesLoader(tmp_path, split, batch_size=1, crop_frames=200, expect=EXPECT, verify=True)
