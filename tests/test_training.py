@@ -85,7 +85,10 @@ def sample_data(tmp_path_factory) -> Path:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("ds_config,launcher", [("zero2.json", "deepspeed"), ("zero3.json", "torchrun")])
+@pytest.mark.parametrize(
+    "ds_config,launcher",
+    [("zero0.json", "torchrun"), ("zero1.json", "deepspeed"), ("zero2.json", "deepspeed"), ("zero3.json", "torchrun")],
+)
 def test_two_rank_stage1_then_stage2(sample_data, tmp_path, ds_config, launcher):
     runs = tmp_path / "runs"
     stage1 = run_stage(1, sample_data, runs, launcher, ds_config, "--fixed-batch", "--verify-export")

@@ -63,13 +63,23 @@ def is_trainable(stage: Stage, name: str) -> bool:
     return match(stage.trainable) and not match(stage.frozen)
 
 
+def parameter_group(name: str) -> str:
+    """A readable group for counting: ``heads.motion``, ``layers.*.ffn.experts.music``, ``layers.*.self_attn``."""
+    parts = name.split(".")
+    if parts[0] == "layers":
+        return ".".join(["layers", "*", *(parts[2:-2] or parts[2:3])])
+    if parts[0] in ("embeddings", "heads"):
+        return ".".join(parts[:2])
+    return parts[0]
+
+
 def apply_stage(model: nn.Module, stage: Stage) -> dict[str, int]:
     """Set ``requires_grad`` for ``stage``; return trainable parameter counts per top-level group."""
     counts: dict[str, int] = {}
     for name, param in model.named_parameters():
         param.requires_grad_(is_trainable(stage, name))
         if param.requires_grad:
-            group = ".".join(name.split(".")[:2]) if name.startswith(("embeddings", "heads")) else name.split(".")[0]
+            group = parameter_group(name)
             counts[group] = counts.get(group, 0) + param.numel()
     if not counts:
         raise ValueError(f"stage {stage.number} ({stage.name}) trains no parameter: check its patterns {stage.trainable}")

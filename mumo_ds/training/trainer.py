@@ -149,8 +149,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
             flush=True,
         )
         for group, count in trainable.items():
-            print(f"  trainable {group:<24} {count:>12,d}", flush=True)
-        print(f"  frozen    {frozen:>37,d}", flush=True)
+            print(f"  trainable {group:<32} {count:>12,d}", flush=True)
+        print(f"  frozen    {'(everything else)':<32} {frozen:>12,d}", flush=True)
 
     logger = RunLogger(out_dir / "logs", cfg.max_steps, start_step, enabled=is_main)
     flops_per_frame = training_flops_per_token(non_embedding, mc.num_hidden_layers, mc.hidden_size, cfg.crop_frames)
