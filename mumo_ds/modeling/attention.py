@@ -40,10 +40,38 @@ def frame_causal_mask(lengths: list[int] | tuple[int, ...], device=None) -> torc
     return pos.unsqueeze(0) <= pos.unsqueeze(1)  # [L] -> [L_query, L_key]
 
 
+class KVCache:
+    """Preallocated self-attention keys and values of every layer, for incremental decoding.
+
+    ``update`` writes the new keys/values of one layer after the cached ones and returns
+    everything so far; ``advance`` moves the end once every layer has been updated. Writing
+    into a fixed buffer keeps the per-step cost free of a growing concatenation.
+    """
+
+    def __init__(self, num_layers: int, batch: int, num_heads: int, head_dim: int, max_len: int, dtype, device):
+        shape = (num_layers, batch, num_heads, max_len, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.shape[2]
+        if end > self.keys.shape[3]:
+            raise ValueError(f"KV cache overflow: {end} positions, allocated {self.keys.shape[3]}")
+        self.keys[layer, :, :, self.length : end] = k
+        self.values[layer, :, :, self.length : end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+
 class MuMoAttention(nn.Module):
     """Multi-head attention without biases (as MusicGen), over SDPA.
 
-    Self-attention when ``key_value_states`` is None, cross-attention otherwise.
+    Self-attention when ``key_value_states`` is None, cross-attention otherwise. For
+    incremental decoding, ``cache`` (a :class:`KVCache` and this layer's index) appends the
+    new keys/values, and ``kv`` passes precomputed cross-attention keys/values (:meth:`project_kv`).
     """
 
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, kv_size: int | None = None):
@@ -60,17 +88,27 @@ class MuMoAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # [B, L, D] -> [B, H, L, Dh]
 
+    def project_kv(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [B, H, L, Dh] of ``states`` [B, L, D]."""
+        return self._heads(self.k_proj(states)), self._heads(self.v_proj(states))
+
     def forward(
         self,
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
+        cache: tuple[KVCache, int] | None = None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        kv = hidden_states if key_value_states is None else key_value_states
         q = self._heads(self.q_proj(hidden_states))
-        k = self._heads(self.k_proj(kv))
-        v = self._heads(self.v_proj(kv))
+        if kv is None:
+            k, v = self.project_kv(hidden_states if key_value_states is None else key_value_states)
+        else:
+            k, v = kv
+        if cache is not None:
+            store, layer = cache
+            k, v = store.update(layer, k, v)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
         )  # [B, H, Lq, Dh]

@@ -1,14 +1,19 @@
 """Sampling music and motion codes from a MuMo model, one frame per step for every stream.
 
-This is the plain reference loop: every step re-runs the whole prefix (no KV
-cache), so step t costs O(t). It is exact and simple, and it is what a cached
-loop must reproduce token for token.
+The code grid of each stream is [B, K, T]. Step ``s`` reads delayed column
+``s - 1`` of every stream (a column of pad ids at step 0) and produces column
+``s``: codebook ``k`` of frame ``s - k``. Cells that are given (a prompt, or a
+whole stream in music-to-motion / motion-to-music) are teacher-forced; the
+others are sampled. T frames take T + K - 1 steps, for all streams at once.
 
-Step ``s`` reads delayed columns ``0..s-1`` of every stream (after a start
-column of pad ids) and samples column ``s``: codebook ``k`` of frame ``s - k``.
-Cells of given (prompt) frames are teacher-forced instead of sampled, so the
-same loop continues a prompt, or generates one stream while following another.
-T frames take T + K - 1 steps.
+Two ways to get the logits of step ``s``, with the same sampler:
+- cached (default): one position per stream per step, keys/values of earlier
+  steps kept in a :class:`KVCache`, cross-attention keys/values computed once;
+- uncached (``use_cache=False``): the whole prefix again at every step. It is
+  the reference the cached path must reproduce token for token.
+
+Classifier-free guidance runs conditional and unconditional (null caption) rows
+as one doubled batch: ``logits = uncond + scale * (cond - uncond)``.
 """
 
 from __future__ import annotations
@@ -18,74 +23,149 @@ from tqdm import tqdm
 
 from .delay_pattern import build_delay_pattern
 
-UNKNOWN = -1
+UNKNOWN = -1  # a cell still to be sampled
+
+TASKS = {  # task -> (streams generated, stream given as a condition)
+    "text2music": (("music",), None),
+    "text2motion": (("motion",), None),
+    "text2both": (("music", "motion"), None),
+    "music2motion": (("motion",), "music"),
+    "motion2music": (("music",), "motion"),
+}
 
 
-def sample_top_k(logits: torch.Tensor, top_k: int, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """Sample ids from logits [..., V], keeping the ``top_k`` best (0 = all); temperature 0 is greedy."""
+def sample_next(
+    logits: torch.Tensor, top_k: int, top_p: float, temperature: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Ids from logits [..., V]: temperature, then top-k (0 = off), then top-p (0 = off); temperature 0 is greedy."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
     if 0 < top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0 < top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
     probs = logits.softmax(dim=-1)
     flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]).cpu(), 1, generator=generator)
     return flat.view(probs.shape[:-1]).to(logits.device)
 
 
+def delayed_column(grid: torch.Tensor, column: int, special: int) -> torch.Tensor:
+    """Column ``column`` of the delayed grid of ``grid`` [B, K, T] -> [B, K, 1] (pads outside, and for column < 0)."""
+    num_codebooks, num_frames = grid.shape[1], grid.shape[2]
+    out = torch.full_like(grid[..., :1], special)
+    for k in range(num_codebooks):
+        frame = column - k
+        if 0 <= frame < num_frames:
+            out[:, k, 0] = grid[:, k, frame]
+    return out
+
+
+def _text_states(model, text, streams, batch, guidance_scale, device):
+    """Conditional text states per stream, and with guidance the null rows appended: [B or 2B, Lc, D]."""
+    states = {}
+    for m in streams:
+        ids, mask = text.get(m, (None, None))
+        cond, key_mask = model.encode_text(ids, mask, batch, device)
+        if guidance_scale != 1.0:
+            null = torch.zeros_like(cond)
+            null_mask = torch.zeros_like(key_mask)
+            null_mask[..., 0] = True
+            cond, key_mask = torch.cat([cond, null]), torch.cat([key_mask, null_mask])
+        states[m] = (cond, key_mask)
+    return states
+
+
 @torch.no_grad()
-def generate_plain(
+def generate(
     model,
     num_frames: int,
     prompts: dict[str, torch.Tensor | None],
     text: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] | None = None,
     batch_size: int = 1,
+    guidance_scale: float = 4.0,
     top_k: int = 250,
+    top_p: float = 0.0,
     temperature: float = 1.0,
     seed: int = 0,
+    use_cache: bool = True,
     progress: bool = False,
+    step_logits: list | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Generate ``num_frames`` frames for each stream in ``prompts``.
+    """Generate ``num_frames`` frames of every stream named in ``prompts``, jointly.
 
     Args:
         model: a :class:`MuMoForConditionalGeneration`.
-        num_frames: total frames per stream, prompt included.
-        prompts: stream name -> prompt codes [B, K, P] (P may be 0) or None for no prompt; the
-            streams named here are the ones generated, jointly.
-        text: stream name -> (caption ids [B, L], mask [B, L]) or (None, None) for no caption.
-        seed: seeds the sampler; the same seed gives the same codes.
-        progress: show a progress bar over steps.
+        num_frames: frames per stream, given frames included.
+        prompts: stream -> given codes [B, K, P] (P <= num_frames; P = num_frames teacher-forces the
+            whole stream, e.g. the music of music-to-motion) or None.
+        text: stream -> (caption ids [B, L], mask [B, L]); a missing stream gets the null caption.
+        guidance_scale: classifier-free guidance scale; 1.0 turns guidance off (no doubled batch).
+        top_k, top_p, temperature: sampling; temperature 0 is greedy.
+        seed: the same seed gives the same codes.
+        use_cache: False runs the uncached reference loop.
+        step_logits: if a list, the guided logits of every step are appended to it (for tests).
     Returns:
-        stream name -> codes [B, K, num_frames] in 0..codebook_size-1.
+        stream -> codes [B, K, num_frames] in 0..codebook_size-1.
     """
     cfg = model.config
     k_books, special = cfg.num_codebooks, cfg.special_token_id
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    codes = {}
-    for m, prompt in prompts.items():
-        b = prompt.shape[0] if prompt is not None else batch_size
-        grid = torch.full((b, k_books, num_frames), UNKNOWN, dtype=torch.long, device=device)
-        if prompt is not None and prompt.shape[-1]:
+    streams = [m for m in cfg.modalities if m in prompts]
+    unknown = sorted(set(prompts) - set(cfg.modalities))
+    if unknown or not streams:
+        raise ValueError(f"prompts: streams {sorted(prompts)}; this model has {cfg.modalities}")
+    sized = [p for p in prompts.values() if p is not None] + [ids for ids, _ in (text or {}).values() if ids is not None]
+    batch = sized[0].shape[0] if sized else batch_size
+    grids = {}
+    for m in streams:
+        grid = torch.full((batch, k_books, num_frames), UNKNOWN, dtype=torch.long, device=device)
+        prompt = prompts[m]
+        if prompt is not None:
+            if prompt.shape[0] != batch or prompt.shape[1] != k_books or prompt.shape[2] > num_frames:
+                raise ValueError(f"{m} prompt: shape {list(prompt.shape)}, expected [{batch}, {k_books}, <= {num_frames}]")
             grid[..., : prompt.shape[-1]] = prompt.to(device)
-        codes[m] = grid
-    text = text or {}
-    states = {
-        m: model.encode_text(*text.get(m, (None, None)), codes[m].shape[0], device) for m in codes
-    }
-    for step in tqdm(range(num_frames + k_books - 1), desc="generate", disable=not progress):
-        inputs = {}
-        for m, grid in codes.items():
-            delayed = build_delay_pattern(grid.clamp_min(0).masked_fill(grid < 0, special), special)
-            start = torch.full_like(delayed[..., :1], special)
-            inputs[m] = torch.cat([start, delayed[..., :step]], dim=-1)  # [B, K, step + 1]
-        logits = model.decode(inputs, states)
-        for m, grid in codes.items():
-            sampled = sample_top_k(logits[m][:, :, step], top_k, temperature, generator)  # [B, K]
+        grids[m] = grid
+    guided = guidance_scale != 1.0
+    rows = 2 * batch if guided else batch
+    text_states = _text_states(model, text or {}, streams, batch, guidance_scale, device)
+    generator = torch.Generator().manual_seed(seed)
+    num_steps = num_frames + k_books - 1
+    if use_cache:
+        cache = model.new_cache(rows, num_steps * len(streams))
+        cross_kv = model.cross_attention_kv(text_states)
+
+    for step in tqdm(range(num_steps), desc="generate", disable=not progress):
+        if use_cache:
+            columns = {m: delayed_column(grids[m], step - 1, special) for m in streams}  # [B, K, 1]
+            if guided:
+                columns = {m: c.repeat(2, 1, 1) for m, c in columns.items()}
+            logits = model.decode_step(columns, step, text_states, cache, cross_kv)  # m -> [rows, K, V]
+        else:
+            inputs = {}
+            for m in streams:
+                delayed = build_delay_pattern(grids[m].masked_fill(grids[m] < 0, special), special)
+                start = torch.full_like(delayed[..., :1], special)
+                inputs[m] = torch.cat([start, delayed[..., :step]], dim=-1)  # [B, K, step + 1]
+                if guided:
+                    inputs[m] = inputs[m].repeat(2, 1, 1)
+            logits = {m: lg[:, :, step] for m, lg in model.decode(inputs, text_states).items()}
+        for m in streams:
+            scores = logits[m]
+            if guided:
+                cond, uncond = scores.float().chunk(2)
+                scores = uncond + guidance_scale * (cond - uncond)
+            if step_logits is not None:
+                step_logits.append(scores)
+            sampled = sample_next(scores, top_k, top_p, temperature, generator)  # [B, K]
+            grid = grids[m]
             for k in range(k_books):
                 frame = step - k
                 if 0 <= frame < num_frames:
                     cell = grid[:, k, frame]
                     grid[:, k, frame] = torch.where(cell == UNKNOWN, sampled[:, k], cell)
-    return codes
+    return grids

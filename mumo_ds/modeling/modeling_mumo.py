@@ -23,21 +23,22 @@ from torch import nn
 from transformers import PreTrainedModel, T5Config, T5EncoderModel
 from transformers.utils import ModelOutput
 
-from .attention import MuMoAttention, frame_causal_mask
+from .attention import KVCache, MuMoAttention, frame_causal_mask
 from .configuration_mumo import MuMoConfig
 from .delay_pattern import build_delay_pattern, delayed_frame_mask
-from .generation import generate_plain
+from .generation import generate
 from .losses import IGNORE_INDEX, codebook_cross_entropy
 from .moe import FeedForward, ModalityExpertFFN, Segments
 
 TextStates = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (states [B,Lc,D], key mask [B,1,1,Lc])
 
 
-def sinusoidal_positions(num_positions: int, dim: int, device=None) -> torch.Tensor:
-    """MusicGen's sinusoidal position table [num_positions, dim]: ``cat(cos, sin)`` per position."""
+def sinusoidal_positions(num_positions: int, dim: int, device=None, offset: int = 0) -> torch.Tensor:
+    """MusicGen's sinusoidal table [num_positions, dim] for positions offset.., ``cat(cos, sin)`` each."""
     half = dim // 2
     freqs = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
-    angles = torch.arange(num_positions, device=device, dtype=torch.float32).unsqueeze(1) * freqs  # [N, D/2]
+    positions = torch.arange(offset, offset + num_positions, device=device, dtype=torch.float32)
+    angles = positions.unsqueeze(1) * freqs  # [N, D/2]
     table = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
     if dim % 2:
         table = torch.nn.functional.pad(table, (0, 1))
@@ -93,16 +94,27 @@ class MuMoDecoderLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self, hidden: torch.Tensor, segments: Segments, self_mask: torch.Tensor | None, text: TextStates
+        self,
+        hidden: torch.Tensor,
+        segments: Segments,
+        self_mask: torch.Tensor | None,
+        text: TextStates,
+        cache: tuple[KVCache, int] | None = None,
+        cross_kv: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
+        """``self_mask`` None means causal over the input, or, with ``cache``, "see everything so far"."""
         x = self.self_attn_layer_norm(hidden)
-        hidden = hidden + self.dropout(self.self_attn(x, attn_mask=self_mask, is_causal=self_mask is None))
+        causal = self_mask is None and cache is None
+        hidden = hidden + self.dropout(self.self_attn(x, attn_mask=self_mask, is_causal=causal, cache=cache))
 
         x = self.encoder_attn_layer_norm(hidden)
         parts, start = [], 0
         for modality, length in segments:  # each stream attends its own caption
             states, key_mask = text[modality]
-            parts.append(self.encoder_attn(x[:, start : start + length], key_value_states=states, attn_mask=key_mask))
+            kv = cross_kv[modality] if cross_kv is not None else None
+            parts.append(
+                self.encoder_attn(x[:, start : start + length], key_value_states=states, attn_mask=key_mask, kv=kv)
+            )
             start += length
         hidden = hidden + self.dropout(torch.cat(parts, dim=1))
 
@@ -240,6 +252,45 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
             start += length
         return logits
 
+    def new_cache(self, batch: int, max_positions: int) -> KVCache:
+        """An empty self-attention cache for ``max_positions`` positions (all streams together)."""
+        cfg = self.config
+        head_dim = cfg.hidden_size // cfg.num_attention_heads
+        return KVCache(
+            cfg.num_hidden_layers, batch, cfg.num_attention_heads, head_dim, max_positions, self.dtype, self.device
+        )
+
+    def cross_attention_kv(self, text: TextStates) -> list[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """Cross-attention keys/values of every layer and stream, computed once per generation."""
+        return [{m: layer.encoder_attn.project_kv(states) for m, (states, _) in text.items()} for layer in self.layers]
+
+    def decode_step(
+        self,
+        inputs: dict[str, torch.Tensor],
+        position: int,
+        text: TextStates,
+        cache: KVCache,
+        cross_kv: list[dict[str, tuple[torch.Tensor, torch.Tensor]]],
+    ) -> dict[str, torch.Tensor]:
+        """One incremental step: the delayed column at ``position`` of each stream -> logits.
+
+        Args:
+            inputs: modality -> ids [B, K, 1] (the delayed column ``position - 1``, or pads at 0).
+            cache: holds every earlier position of every stream; a new query sees all of it and
+                the new column of every stream, which is exactly the frame-causal rule.
+        Returns:
+            modality -> logits [B, K, V].
+        """
+        order = [m for m in self.config.modalities if m in inputs]
+        segments = [(m, 1) for m in order]
+        pos = sinusoidal_positions(1, self.config.hidden_size, cache.keys.device, offset=position).to(self.dtype)
+        hidden = torch.cat([self.embeddings[m](inputs[m]) + pos for m in order], dim=1)  # [B, n_streams, D]
+        for i, layer in enumerate(self.layers):
+            hidden = layer(hidden, segments, None, text, cache=(cache, i), cross_kv=cross_kv[i])
+        cache.advance(len(order))
+        hidden = self.norm(hidden)
+        return {m: self.heads[m](hidden[:, j : j + 1])[:, :, 0] for j, m in enumerate(order)}
+
     def _ghost_loss(self, present: set[str]) -> torch.Tensor | float:
         """0.0 times the output of absent modalities' trainable embeddings and heads (see ModalityExpertFFN)."""
         ghost = 0.0
@@ -309,9 +360,9 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         out.loss = total / sum(weights[m] for m in logits) + self._ghost_loss(set(logits))
         return out if return_dict else out.to_tuple()
 
-    def generate(self, num_frames: int, prompts: dict, text: dict | None = None, **sampling) -> dict[str, torch.Tensor]:
-        """Sample codes for the streams named in ``prompts``; see :func:`generation.generate_plain`."""
-        return generate_plain(self, num_frames, prompts, text, **sampling)
+    def generate(self, num_frames: int, prompts: dict, text: dict | None = None, **options) -> dict[str, torch.Tensor]:
+        """Sample codes for the streams named in ``prompts`` (KV-cached, CFG); see :func:`generation.generate`."""
+        return generate(self, num_frames, prompts, text, **options)
 
     def _check_codes(self, modality: str, codes: torch.Tensor) -> None:
         k, v = self.config.num_codebooks, self.config.codebook_size
