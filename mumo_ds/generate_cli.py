@@ -1,9 +1,12 @@
-"""``mumo-generate``: sample music and motion codes from an exported MuMo folder.
+"""``mumo-generate``: generate music and/or dance with an exported MuMo folder.
 
-    mumo-generate --model runs/stage2/export --prompt-data data/sample --seconds 2 --out outputs/sample
+    mumo-generate --model runs/stage2/export --task text2both --text "upbeat funk" --seconds 10 --out out/
+    mumo-generate --model M --task music2motion --given song_codes.npy --out out/       # dance for given music
+    mumo-generate --model M --task text2both --prompt-data data/sample --prompt-seconds 2 --out out/   # continue
 
-Writes ``music.npy`` / ``motion.npy`` (int16 [B, 4, T] codes at the model's frame rate) and
-``generation.json`` (settings). Decoding codes to audio and motion is a later addition.
+Writes ``{stream}.npy`` (int16 codes [B, 4, T] at the model's frame rate), ``music.wav``
+when an EnCodec folder is available (``--codec``, default ``MODEL/codec``), motion features
+when a motion VQ-VAE folder is given (``--motion-vqvae``), and ``generation.json``.
 """
 
 from __future__ import annotations
@@ -17,53 +20,111 @@ import torch
 from transformers import AutoModel
 
 from .data import CodesLoader
-from .modeling import MODALITIES
+from .modeling.generation import TASKS
 from .modeling.text import load_tokenizer, tokenize_captions
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mumo-generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="exported HF folder (config.json, model.safetensors, tokenizer)")
-    p.add_argument("--streams", nargs="+", default=list(MODALITIES), choices=MODALITIES, help="streams to generate jointly")
-    p.add_argument("--seconds", type=float, default=2.0, help="length of the output, prompt included")
-    p.add_argument("--prompt-data", default=None, help="shard folder: continue its first val sample (default: no prompt)")
-    p.add_argument("--prompt-seconds", type=float, default=1.0, help="prompt length taken from --prompt-data")
-    p.add_argument("--text", default=None, help="caption for every stream (default: unconditional)")
+    p.add_argument("--task", default="text2both", choices=sorted(TASKS), help="what to generate from what")
+    p.add_argument("--text", default=None, help="caption of the generated stream(s) (default: none)")
+    p.add_argument("--seconds", type=float, default=10.0, help="output length (a given stream sets it instead)")
+    p.add_argument("--given", default=None, help="music2motion/motion2music: codes .npy [4,T] or [B,4,T] of the given stream")
+    p.add_argument("--prompt-data", default=None, help="shard folder: take the prompt / given stream from its first val sample")
+    p.add_argument("--prompt-seconds", type=float, default=0.0, help="continue the first N seconds of --prompt-data")
+    p.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance (1 = off)")
     p.add_argument("--top-k", type=int, default=250)
+    p.add_argument("--top-p", type=float, default=0.0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--codec", default=None, help="EnCodec folder to decode music to WAV (default: MODEL/codec if present)")
+    p.add_argument("--motion-vqvae", default=None, help="motion VQ-VAE folder to decode motion codes to features")
     p.add_argument("--out", required=True, help="output folder")
     return p
+
+
+def first_val_sample(data_dir: str, streams: tuple[str, ...], frames: int, cfg) -> dict[str, torch.Tensor]:
+    loader = CodesLoader(
+        data_dir, "val", batch_size=1, crop_frames=frames, streams=streams, shuffle=False, kinds=(streams,),
+        expect=dict(num_codebooks=cfg.num_codebooks, codebook_size=cfg.codebook_size, frame_rate=cfg.frame_rate),
+    )
+    batch = next(iter(loader))
+    return {m: batch[f"{m}_codes"][..., : int(batch[f"{m}_mask"][0].sum())] for m in streams}
+
+
+def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
+    """The prompts dict of ``generate`` and the number of frames, from the task and inputs."""
+    generated, given = TASKS[args.task]
+    num_frames = max(1, round(args.seconds * cfg.frame_rate))
+    prompts: dict[str, torch.Tensor | None] = {m: None for m in generated}
+    if given:
+        if args.given:
+            codes = torch.from_numpy(np.load(args.given).astype(np.int64))
+            codes = codes[None] if codes.dim() == 2 else codes
+        elif args.prompt_data:
+            codes = first_val_sample(args.prompt_data, (given,), num_frames, cfg)[given]
+        else:
+            raise SystemExit(f"--task {args.task} needs the {given} codes: --given FILE.npy or --prompt-data DIR")
+        prompts[given] = codes
+        num_frames = codes.shape[-1]
+    elif args.prompt_data and args.prompt_seconds > 0:
+        prompt_frames = min(num_frames, round(args.prompt_seconds * cfg.frame_rate))
+        prompts.update(first_val_sample(args.prompt_data, generated, prompt_frames, cfg))
+    return prompts, num_frames
+
+
+def write_music_wav(codes: torch.Tensor, codec_dir: Path, out: Path) -> Path:
+    """Decode music codes [B, K, T] with an EnCodec folder and write ``music.wav`` (first item)."""
+    from scipy.io import wavfile
+    from transformers import EncodecModel
+
+    codec = EncodecModel.from_pretrained(codec_dir).eval()
+    with torch.inference_mode():
+        audio = codec.decode(codes[None].to(torch.long), [None])[0]  # [1, B, K, T] -> [B, 1, samples]
+    path = out / "music.wav"
+    wavfile.write(path, codec.config.sampling_rate, audio[0, 0].float().clamp(-1, 1).numpy())
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     model = AutoModel.from_pretrained(args.model).eval()
     cfg = model.config
-    num_frames = max(1, round(args.seconds * cfg.frame_rate))
-    prompts: dict[str, torch.Tensor | None] = {m: None for m in args.streams}
-    if args.prompt_data:
-        prompt_frames = min(num_frames, round(args.prompt_seconds * cfg.frame_rate))
-        loader = CodesLoader(
-            args.prompt_data, "val", batch_size=1, crop_frames=prompt_frames, streams=tuple(args.streams),
-            shuffle=False, kinds=(tuple(args.streams),),
-            expect=dict(num_codebooks=cfg.num_codebooks, codebook_size=cfg.codebook_size, frame_rate=cfg.frame_rate),
-        )
-        batch = next(iter(loader))
-        prompts = {m: batch[f"{m}_codes"] for m in args.streams}
+    prompts, num_frames = plan_prompts(args, cfg)
+    generated, _ = TASKS[args.task]
     text = None
     if args.text:
         ids, mask = tokenize_captions(load_tokenizer(args.model), [args.text], cfg.max_caption_tokens)
-        text = {m: (ids, mask) for m in args.streams}
+        text = {m: (ids, mask) for m in generated}
     codes = model.generate(
-        num_frames, prompts, text, top_k=args.top_k, temperature=args.temperature, seed=args.seed, progress=True
+        num_frames, prompts, text, guidance_scale=args.guidance_scale, top_k=args.top_k, top_p=args.top_p,
+        temperature=args.temperature, seed=args.seed, progress=True,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    written = []
     for m, c in codes.items():
         np.save(out / f"{m}.npy", c.cpu().numpy().astype(np.int16))
+        written.append(f"{m}.npy {list(c.shape)}")
+    codec = Path(args.codec) if args.codec else Path(args.model) / "codec"
+    if "music" in codes and (codec / "config.json").is_file():
+        written.append(str(write_music_wav(codes["music"], codec, out).name))
+    elif "music" in codes:
+        print(f"note: no EnCodec folder at {codec}; music left as codes (pass --codec DIR to decode)")
+    if "motion" in codes:
+        if args.motion_vqvae:
+            from .tokenizers.motion_vqvae import MotionVQVAE
+
+            vqvae = MotionVQVAE.from_pretrained(args.motion_vqvae).eval()
+            with torch.inference_mode():
+                features = vqvae.decode(codes["motion"])
+            np.save(out / "motion_features.npy", features.float().cpu().numpy())
+            written.append("motion_features.npy")
+        else:
+            print("note: motion left as codes; pass --motion-vqvae DIR to decode them to motion features")
     (out / "generation.json").write_text(json.dumps({**vars(args), "num_frames": num_frames}, indent=2))
-    print(f"wrote {', '.join(f'{m}.npy {list(c.shape)}' for m, c in codes.items())} to {out}")
+    print(f"wrote {', '.join(written)} to {out}")
 
 
 if __name__ == "__main__":

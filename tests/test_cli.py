@@ -59,14 +59,48 @@ def test_every_shipped_ds_config_loads():
         assert load_ds_config(cfg, 2)["train_batch_size"] >= 2
 
 
-def test_generate_cli_writes_codes(tiny_model, tmp_path):
-    tiny_model.save_pretrained(tmp_path / "model")
+def tiny_codec(path):
+    """A tiny random transformers EncodecModel (4 codebooks x 2048, 32 kHz), codebooks filled (notes/codecs.md)."""
+    import torch
+    from transformers import EncodecConfig, EncodecModel
+
+    config = EncodecConfig(
+        sampling_rate=32000, audio_channels=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048,
+        target_bandwidths=[2.2], hidden_size=16, num_filters=4, num_lstm_layers=1, codebook_dim=16,
+        normalize=False, use_causal_conv=False, norm_type="weight_norm",
+    )
+    torch.manual_seed(0)
+    codec = EncodecModel(config)
+    for layer in codec.quantizer.layers:
+        layer.codebook.embed.normal_()
+    codec.save_pretrained(path)
+
+
+@pytest.mark.parametrize("task", ["text2both", "music2motion", "motion2music", "text2music"])
+def test_generate_cli_writes_codes_and_audio(tiny_model, tmp_path, task):
+    from mumo_ds.generate_cli import main
     from mumo_ds.modeling.text import load_tokenizer
 
-    load_tokenizer("byt5").save_pretrained(tmp_path / "model")
-    from mumo_ds.generate_cli import main
+    model_dir = tmp_path / "model"
+    tiny_model.save_pretrained(model_dir)
+    load_tokenizer("byt5").save_pretrained(model_dir)
+    tiny_codec(model_dir / "codec")
+    given = tmp_path / "given.npy"
+    np.save(given, (np.arange(4 * 6).reshape(4, 6) * 97 % 2048).astype(np.int16))
+    main(["--model", str(model_dir), "--task", task, "--seconds", "0.1", "--text", "a dance", "--given", str(given),
+          "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    frames = 6 if task in ("music2motion", "motion2music") else 5
+    streams = {"text2both": ("music", "motion"), "music2motion": ("music", "motion"),
+               "motion2music": ("music", "motion"), "text2music": ("music",)}[task]
+    for m in streams:
+        codes = np.load(out / f"{m}.npy")
+        assert codes.shape == (1, 4, frames) and codes.dtype == np.int16 and codes.min() >= 0 and codes.max() < 2048
+    if "music" in streams:
+        from scipy.io import wavfile
 
-    main(["--model", str(tmp_path / "model"), "--seconds", "0.1", "--text", "a dance", "--out", str(tmp_path / "out")])
-    for m in ("music", "motion"):
-        codes = np.load(tmp_path / "out" / f"{m}.npy")
-        assert codes.shape == (1, 4, 5) and codes.dtype == np.int16 and codes.min() >= 0 and codes.max() < 2048
+        rate, audio = wavfile.read(out / "music.wav")
+        assert rate == 32000 and audio.shape == (frames * 640,)
+    if task == "music2motion":
+        assert np.array_equal(np.load(out / "music.npy")[0], np.load(given))
+    assert json.loads((out / "generation.json").read_text())["task"] == task
