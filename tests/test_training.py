@@ -119,11 +119,3 @@ def test_two_rank_stage1_then_stage2(sample_data, tmp_path, ds_config, launcher)
     assert codes["music"].shape == (1, 4, 6) and codes["motion"].shape == (1, 4, 6)
     assert torch.equal(codes["music"][..., :2], random_codes(1, 2, seed=0))
 
-
-@pytest.mark.distributed
-def test_resume_reproduces_the_uninterrupted_losses(sample_data, tmp_path):
-    full = run_stage(2, sample_data, tmp_path / "full", "torchrun", "zero2.json", "--init-from", "scratch", steps=6)
-    part = tmp_path / "part"
-    run_stage(2, sample_data, part, "torchrun", "zero2.json", "--init-from", "scratch", steps=3)
-    resumed = run_stage(2, sample_data, part, "torchrun", "zero2.json", "--init-from", "scratch", "--resume", steps=6)
-    assert losses(resumed) == losses(full)  # steps 1-3 from the first run, 4-6 after the resume, bit for bit

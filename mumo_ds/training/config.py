@@ -23,11 +23,17 @@ class TrainConfig:
     grad_accum: int = 0  # 0: take the DeepSpeed config's value
     lr: float = 0.0  # 0: take the DeepSpeed config's value
     warmup_steps: int = -1  # -1: take the DeepSpeed config's value
+    lr_schedule: str = ""  # "": the DeepSpeed config's scheduler; "linear": WarmupDecayLR; "cosine": WarmupCosineLR
+    min_lr_ratio: float = 0.1  # cosine: final lr / peak lr
     crop_frames: int = 500
     seed: int = 0
     log_every: int = 1
     save_every: int = 0  # 0: only the final checkpoint
-    resume: bool = False
+    keep_last: int = 3  # committed checkpoints kept (0: all)
+    keep_every: int = 0  # also keep every checkpoint whose step is a multiple of this (0: none)
+    resume: bool = True  # continue from the newest complete checkpoint in the run folder, if any
+    overwrite: bool = False  # with --no-resume: delete the run folder's checkpoints and logs first
+    shuffle: bool = True  # shuffle shard order and samples (--no-shuffle: read them in order)
     fixed_batch: bool = False  # debug: train on the first batch again and again (overfit check)
     verify_export: bool = False  # compare the export's logits with the engine's module after saving
     peak_tflops: float = 0.0  # per-device peak for MFU; 0: MFU not reported
@@ -62,6 +68,17 @@ HELP = {
     "the previous stage's export (stage 1: scratch)",
     "preset": "model size preset when starting from scratch (tiny, small)",
     "ds_config": "DeepSpeed JSON config; default: the stage's own in ds_configs/",
+    "resume": "continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints when there is one "
+    "(the default); --no-resume starts over and refuses a folder with checkpoints unless --overwrite",
+    "overwrite": "with --no-resume: delete OUTPUT_DIR/checkpoints and logs before starting over",
+    "save_every": "save a checkpoint every N steps (0: only at the end); preemption signals also save",
+    "keep_last": "keep the newest N committed checkpoints (0: keep all)",
+    "keep_every": "also keep checkpoints whose step is a multiple of N (0: none)",
+    "lr_schedule": "'' keeps the DeepSpeed config's scheduler; 'linear' = WarmupDecayLR, 'cosine' = WarmupCosineLR "
+    "(warmup --warmup-steps, then down to --min-lr-ratio x lr at --max-steps)",
+    "min_lr_ratio": "cosine schedule: the lr at --max-steps as a fraction of the peak lr",
+    "shuffle": "shuffle shard order and samples; --no-shuffle reads them in manifest order (tests, debugging)",
+    "grad_accum": "micro-batches per optimizer step (0: the DeepSpeed config's gradient_accumulation_steps)",
     "config": "run file (JSON or YAML) with any of these options; the command line wins",
 }
 

@@ -41,6 +41,8 @@ def load_ds_config(cfg: TrainConfig, world_size: int) -> dict:
     ds["train_batch_size"] = ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * world_size
     if cfg.lr:
         ds["optimizer"]["params"]["lr"] = cfg.lr
+    if cfg.lr_schedule:
+        ds["scheduler"] = lr_scheduler(cfg, ds)
     sched = ds.get("scheduler", {}).get("params", {})
     if "warmup_max_lr" in sched:
         sched["warmup_max_lr"] = ds["optimizer"]["params"]["lr"]
@@ -49,8 +51,21 @@ def load_ds_config(cfg: TrainConfig, world_size: int) -> dict:
             raise ValueError(f"--warmup-steps {cfg.warmup_steps}: DeepSpeed's {ds['scheduler']['type']} needs >= 1")
         sched["warmup_num_steps"] = cfg.warmup_steps
     if "total_num_steps" in sched:
+        # The schedule spans --max-steps: resuming with another --max-steps changes the lr from there on.
         sched["total_num_steps"] = max(cfg.max_steps, sched.get("warmup_num_steps", 0) + 1)
     return ds
+
+
+def lr_scheduler(cfg: TrainConfig, ds: dict) -> dict:
+    """The DeepSpeed scheduler block for ``--lr-schedule`` (warmup and total steps are filled by the caller)."""
+    warmup = {"warmup_num_steps": ds.get("scheduler", {}).get("params", {}).get("warmup_num_steps", 1), "warmup_type": "linear"}
+    if cfg.lr_schedule == "linear":
+        lr = ds["optimizer"]["params"]["lr"]
+        return {"type": "WarmupDecayLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": lr, "total_num_steps": 1, **warmup}}
+    if cfg.lr_schedule == "cosine":  # peak = the optimizer's lr
+        params = {"warmup_min_ratio": 0.0, "cos_min_ratio": cfg.min_lr_ratio, "total_num_steps": 1, **warmup}
+        return {"type": "WarmupCosineLR", "params": params}
+    raise ValueError(f"--lr-schedule {cfg.lr_schedule!r}: choose 'linear' or 'cosine' (or leave it empty for the config's)")
 
 
 def _walk(node, prefix=""):

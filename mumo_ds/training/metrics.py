@@ -19,7 +19,11 @@ def training_flops_per_token(num_params_non_embedding: int, num_layers: int, hid
 
 
 class RunLogger:
-    """Does nothing on ranks other than 0."""
+    """Does nothing on ranks other than 0.
+
+    A run that starts at ``initial_step`` (a resume) first drops what an interrupted run logged after
+    that step, from the JSONL file and from TensorBoard (``purge_step``), so each step appears once.
+    """
 
     def __init__(self, log_dir: Path, total_steps: int, initial_step: int, enabled: bool):
         self.enabled = enabled
@@ -28,8 +32,12 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.tb = SummaryWriter(str(log_dir))
-        self.jsonl = open(log_dir / "metrics.jsonl", "a")
+        self.tb = SummaryWriter(str(log_dir), purge_step=initial_step + 1)
+        path = log_dir / "metrics.jsonl"
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= initial_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self.jsonl = open(path, "a")
         self.bar = tqdm(total=total_steps, initial=initial_step, desc="train", dynamic_ncols=True)
         self.last_time = time.perf_counter()
 

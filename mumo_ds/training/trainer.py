@@ -4,12 +4,16 @@ Launch (CPU, 2 ranks; on GPUs drop OMP_NUM_THREADS and set --num_gpus)::
 
     OMP_NUM_THREADS=1 deepspeed --num_gpus 2 train.py --stage 1 --data data/sample
     OMP_NUM_THREADS=1 deepspeed --num_gpus 2 train.py --stage 2 --data data/sample   # starts from runs/stage1/export
-    torchrun --nproc_per_node 2 train.py --stage 1 --resume                            # continue from the latest checkpoint
+    torchrun --nproc_per_node 2 train.py --stage 1 --no-resume --overwrite             # start over in a used run folder
+
+A run folder with a complete checkpoint is resumed by default (requeue-friendly). SIGUSR1/SIGTERM
+save a checkpoint at the next step and exit with ``preemption.PREEMPTED_EXIT_CODE``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,11 +24,12 @@ from ..data import Manifest
 from ..data.mixing import MixedLoader
 from ..modeling import MODALITIES, MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.text import load_tokenizer, tokenize_captions
-from . import distributed
+from . import checkpoint, distributed, faults
 from .config import TrainConfig, parse_config
 from .engine import build_engine, load_ds_config
 from .export import consolidated_state_dict, export_hf
 from .metrics import RunLogger, training_flops_per_token
+from .preemption import PREEMPTED_EXIT_CODE, Preemption, clear_marker, write_marker
 from .stages import Stage, apply_stage, get_stage
 
 
@@ -118,7 +123,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     micro, accum = ds_config["train_micro_batch_size_per_gpu"], ds_config["gradient_accumulation_steps"]
     loader = MixedLoader(
         cfg.data, "train", mix=stage.mix, batch_size=micro, crop_frames=cfg.crop_frames, streams=stage.streams,
-        rank=rank, world_size=world_size, seed=cfg.seed,
+        rank=rank, world_size=world_size, seed=cfg.seed, shuffle=cfg.shuffle,
         expect=dict(
             num_codebooks=mc.num_codebooks, codebook_size=mc.codebook_size, frame_rate=mc.frame_rate,
             music_codec=mc.music_codec, motion_tokenizer=mc.motion_tokenizer,
@@ -130,12 +135,9 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)  # before ZeRO-3 partitions them
     engine, scheduler = build_engine(model, ds_config)
 
-    start_step = 0
-    if cfg.resume and (cfg.checkpoint_dir / "latest").is_file():
-        tag = (cfg.checkpoint_dir / "latest").read_text().strip()
-        _, client = engine.load_checkpoint(str(cfg.checkpoint_dir), tag=tag)
-        start_step = int(client["step"])
-        restore_rank_state(cfg.checkpoint_dir / tag, rank, loader)
+    start = resume_point(cfg)
+    clear_run_folder(cfg, is_main)
+    start_step = checkpoint.load(engine, loader, cfg.checkpoint_dir, start[1], rank) if start else 0
 
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
             f"stage {stage.number} ({stage.name}): streams {stage.streams}, {world_size} rank(s), "
             f"ZeRO-{engine.zero_optimization_stage()}, micro-batch {micro} x accum {accum}, "
             f"steps {start_step}->{cfg.max_steps}, start {cfg.init_from}" + (f" ({cfg.preset})" if cfg.init_from == "scratch" else "")
-            + (f", resumed from step {start_step}" if start_step else ""),
+            + (f", resumed from step {start_step} ({cfg.checkpoint_dir / start[1]})" if start else ""),
             flush=True,
         )
         for group, count in trainable.items():
@@ -154,8 +156,19 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
 
     logger = RunLogger(out_dir / "logs", cfg.max_steps, start_step, enabled=is_main)
     flops_per_frame = training_flops_per_token(non_embedding, mc.num_hidden_layers, mc.hidden_size, cfg.crop_frames)
+    preemption = Preemption()
     batches = iter(loader)
     fixed = None
+    last_saved = start_step if start else None
+    last_metrics: dict[str, float] = {}
+
+    def save(step: int) -> str:
+        nonlocal last_saved
+        meta = {"stage": stage.number, "metrics": last_metrics}
+        tag = checkpoint.save(engine, loader, cfg.checkpoint_dir, step, rank, meta, cfg.keep_last, cfg.keep_every)
+        last_saved = step
+        return tag
+
     engine.train()
     for step in range(start_step + 1, cfg.max_steps + 1):
         t0 = time.perf_counter()
@@ -184,41 +197,56 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
             if cfg.peak_tflops:
                 metrics["mfu"] = metrics["frames_per_s"] * flops_per_frame / (cfg.peak_tflops * 1e12 * world_size)
             logger.log(step, metrics)
+            last_metrics = metrics
         logger.advance()
+        faults.pause_after_step(step, lambda: preemption.requested)
+        if preemption.agreed(device):
+            tag = save(step) if last_saved != step else checkpoint.tag_for(step)
+            logger.close()
+            if is_main:
+                write_marker(out_dir, step, tag)
+                print(f"preempted (signal on some rank): saved {cfg.checkpoint_dir / tag}; exit {PREEMPTED_EXIT_CODE} "
+                      "(requeue: the next run resumes from it)", flush=True)
+            distributed.teardown()
+            raise SystemExit(PREEMPTED_EXIT_CODE)
         if cfg.save_every and step % cfg.save_every == 0 and step != cfg.max_steps:
-            save_checkpoint(engine, loader, cfg.checkpoint_dir, step, rank)
+            save(step)
     logger.close()
 
-    tag = save_checkpoint(engine, loader, cfg.checkpoint_dir, cfg.max_steps, rank)
+    final_step = max(start_step, cfg.max_steps)
+    tag = save(final_step) if last_saved != final_step else checkpoint.tag_for(final_step)
     if is_main:
         state = consolidated_state_dict(cfg.checkpoint_dir, tag, engine.zero_optimization_stage())
-        export_hf(state, mc, tokenizer, cfg.export_dir, {"stage": stage.number, "step": cfg.max_steps, "checkpoint": tag})
+        export_hf(state, mc, tokenizer, cfg.export_dir, {"stage": stage.number, "step": final_step, "checkpoint": tag})
         print(f"exported stage {stage.number} to {cfg.export_dir}", flush=True)
     dist.barrier()
     if cfg.verify_export:
         verify_export(engine, cfg, fixed if fixed is not None else next(batches), tokenizer, device, is_main)
 
 
-def save_checkpoint(engine, loader: MixedLoader, checkpoint_dir: Path, step: int, rank: int) -> str:
-    """DeepSpeed checkpoint with the step in client_state, and each rank's data position and RNG as JSON."""
-    tag = f"step{step:08d}"
-    engine.save_checkpoint(str(checkpoint_dir), tag=tag, client_state={"step": step})
-    state = {"data": loader.state_dict(), "torch_rng": torch.get_rng_state().tolist()}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state().tolist()
-    (checkpoint_dir / tag / f"rank_state{rank}.json").write_text(json.dumps(state))
+def resume_point(cfg: TrainConfig) -> tuple[int, str] | None:
+    """The committed checkpoint to resume from, or None to start over.
+
+    Resumes by default; ``--no-resume`` refuses a folder that holds checkpoints unless ``--overwrite``.
+    """
+    found = checkpoint.newest(cfg.checkpoint_dir)
+    if found and not cfg.resume and not cfg.overwrite:
+        raise FileExistsError(
+            f"{cfg.checkpoint_dir}: holds checkpoints up to step {found[0]}; drop --no-resume to continue from "
+            "the newest, or add --overwrite to delete them and start over"
+        )
+    return found if cfg.resume else None
+
+
+def clear_run_folder(cfg: TrainConfig, is_main: bool) -> None:
+    """Rank 0 drops the preemption marker and, for ``--no-resume --overwrite``, old checkpoints and logs. Collective."""
+    dist.barrier()  # every rank has chosen its start before anything is deleted
+    if is_main:
+        clear_marker(Path(cfg.output_dir))
+        if not cfg.resume and cfg.overwrite:
+            for path in (cfg.checkpoint_dir, Path(cfg.output_dir) / "logs"):
+                shutil.rmtree(path, ignore_errors=True)
     dist.barrier()
-    return tag
-
-
-def restore_rank_state(checkpoint: Path, rank: int, loader: MixedLoader) -> None:
-    """Data position and RNG state of this rank, as saved by :func:`save_checkpoint` (JSON, no pickle)."""
-    state = json.loads((checkpoint / f"rank_state{rank}.json").read_text())
-    loader.load_state_dict(state["data"])
-    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(torch.tensor(state["cuda_rng"], dtype=torch.uint8))
-
 
 @torch.no_grad()
 def verify_export(engine, cfg: TrainConfig, batch: dict, tokenizer, device, is_main: bool) -> None:

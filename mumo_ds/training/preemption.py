@@ -1,0 +1,53 @@
+"""Preemption: a signal asks for a checkpoint at the next step boundary, then a distinct exit.
+
+Slurm (``#SBATCH --signal=B:USR1@120`` or ``scancel --signal=USR1``) and most schedulers send
+SIGUSR1 or SIGTERM before killing a job. The handler only sets a flag; at every step boundary the
+ranks agree with one all_reduce(MAX), so a signal that reached a single rank stops all of them at
+the same step. They save a checkpoint and exit with :data:`PREEMPTED_EXIT_CODE`; rank 0 also writes
+``RUN/preempted.json`` (the exit code of ``torchrun`` is always 1 when a rank fails, while the
+``deepspeed`` launcher passes the rank's code through). A requeue script resubmits the job when it sees
+either; the next run resumes from that checkpoint by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+PREEMPTED_EXIT_CODE = 42  # "checkpoint saved, requeue me"; any other non-zero code is a real failure
+MARKER = "preempted.json"
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class Preemption:
+    """Installs the handlers on construction; ``requested`` is this rank's view, ``agreed()`` every rank's."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        for sig in SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def agreed(self, device: torch.device) -> bool:
+        """True on every rank when any rank got a signal. Collective: call it on all ranks at the same step."""
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+def write_marker(run_dir: Path, step: int, tag: str) -> None:
+    (run_dir / MARKER).write_text(json.dumps({"step": step, "checkpoint": tag, "exit_code": PREEMPTED_EXIT_CODE}))
+
+
+def clear_marker(run_dir: Path) -> None:
+    (run_dir / MARKER).unlink(missing_ok=True)
