@@ -1,0 +1,112 @@
+"""Generation speed: per-step flatness of the KV cache, cached vs uncached, MuMo vs HF MusicGen.
+
+    python bench/generation.py [--frames 500] [--repeats 3]
+
+Prints one JSON object. Everything is measured in this run on this machine (ratios, not absolute
+times, are what to compare: these machines are noisy):
+- ``step_ratio_400_vs_10``: median time of cached steps 395-405 over steps 5-15 (target <= 1.3).
+- ``cached_speedup``: uncached / cached time for ``--frames`` frames, tiny config (target >= 20).
+- ``vs_musicgen``: HF ``MusicgenForCausalLM.generate`` time / MuMo text-to-music time for ``--frames``
+  frames at matched size (width 512, 6 layers, 8 heads, FFN 2048, 4 x 2048), both sampling with
+  top-k 250 and without guidance, both cross-attending the same-length caption (target >= 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
+from mumo_ds.modeling.generation import delayed_column, generate
+
+MATCHED = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, dropout=0.0)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def step_times(model: MuMoForConditionalGeneration, steps: int) -> list[float]:
+    """Seconds per cached joint step (music + motion, CFG-doubled batch of 2)."""
+    cfg = model.config
+    text = {m: model.encode_text(None, None, 2, "cpu") for m in ("music", "motion")}
+    cache = model.new_cache(2, 2 * steps)
+    cross_kv = model.cross_attention_kv(text)
+    grid = torch.randint(0, cfg.codebook_size, (2, cfg.num_codebooks, steps))
+    times = []
+    for step in range(steps):
+        column = delayed_column(grid, step - 1, cfg.special_token_id)
+        times.append(timed(lambda: model.decode_step({"music": column, "motion": column}, step, text, cache, cross_kv)))
+    return times
+
+
+def musicgen_peer(mumo: MuMoForConditionalGeneration):
+    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
+
+    cfg = mumo.config
+    peer_cfg = MusicgenDecoderConfig(
+        vocab_size=cfg.codebook_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads, ffn_dim=cfg.ffn_dim, num_codebooks=cfg.num_codebooks,
+        dropout=0.0, max_position_embeddings=4096,
+    )
+    return MusicgenForCausalLM(peer_cfg).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    result: dict = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "dtype": "fp32", "frames": args.frames}
+
+    tiny = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny")).eval()
+    times = step_times(tiny, 410)
+    early, late = statistics.median(times[5:16]), statistics.median(times[395:406])
+    result["step_s_at_10"], result["step_s_at_400"] = early, late
+    result["step_ratio_400_vs_10"] = late / early
+
+    opts = dict(guidance_scale=4.0, top_k=250, seed=0)
+    prompts = {"music": None, "motion": None}
+    cached = min(timed(lambda: generate(tiny, args.frames, prompts, **opts)) for _ in range(args.repeats))
+    uncached = timed(lambda: generate(tiny, args.frames, prompts, use_cache=False, **opts))
+    result.update(cached_s_tiny=cached, uncached_s_tiny=uncached, cached_speedup=uncached / cached)
+
+    mumo = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", **MATCHED)).eval()
+    peer = musicgen_peer(mumo)
+    caption = torch.randint(3, 300, (1, 16))
+    text = {"music": (caption, torch.ones_like(caption))}
+    encoder_states, _ = mumo.encode_text(caption, torch.ones_like(caption), 1, "cpu")
+    ours, theirs = [], []
+    with torch.no_grad():
+        for _ in range(args.repeats):  # alternate, then take medians
+            ours.append(timed(lambda: generate(mumo, args.frames, {"music": None}, text, guidance_scale=1.0, top_k=250)))
+            start = torch.full((mumo.config.num_codebooks, 1), mumo.config.special_token_id)
+            theirs.append(timed(lambda: peer.generate(
+                input_ids=start, encoder_hidden_states=encoder_states, encoder_attention_mask=torch.ones(1, 16),
+                max_new_tokens=args.frames + mumo.config.num_codebooks - 1, do_sample=True, top_k=250, guidance_scale=None,
+                pad_token_id=mumo.config.special_token_id, decoder_start_token_id=mumo.config.special_token_id, num_return_sequences=1,
+            )))
+    result.update(mumo_text2music_s=statistics.median(ours), musicgen_s=statistics.median(theirs),
+                  vs_musicgen=statistics.median(theirs) / statistics.median(ours))
+    result["targets_met"] = {
+        "step_ratio_400_vs_10<=1.3": result["step_ratio_400_vs_10"] <= 1.3,
+        "cached_speedup>=20": result["cached_speedup"] >= 20,
+        "vs_musicgen>=1.0": result["vs_musicgen"] >= 1.0,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    main()
