@@ -54,6 +54,71 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def encode_sample(
+    key: str, music: Any, motion: Any, meta: dict, *, frame_rate: int, num_codebooks: int, codebook_size: int
+) -> dict[str, Any]:
+    """Validated sample dict of bytes members: {"__key__", "json", "music.npy"?, "motion.npy"?}.
+
+    Checks the key, codes (dtype/shape/range, paired lengths) and captions; raises
+    CodesError/ValueError naming the sample and field. Used by ShardWriter and data prep.
+    """
+    check_key(key)
+    if music is None and motion is None:
+        raise ValueError(f"sample {key!r}: needs music and/or motion codes, got neither")
+    fmt = dict(num_codebooks=num_codebooks, codebook_size=codebook_size)
+    streams = {}
+    if music is not None:
+        streams["music"] = check_codes(key, "music.npy", music, **fmt)
+    if motion is not None:
+        streams["motion"] = check_codes(key, "motion.npy", motion, **fmt)
+    check_pair(key, streams.get("music"), streams.get("motion"))
+    if not isinstance(meta, dict):
+        raise ValueError(f"sample {key!r}, json: meta must be a dict, got {type(meta).__name__}")
+    captions = meta.get("captions", {})
+    if not isinstance(captions, dict) or not all(
+        k in streams and isinstance(v, str) for k, v in captions.items()
+    ):
+        raise ValueError(
+            f"sample {key!r}, json.captions: {captions!r}; expected a dict mapping each present "
+            f"modality ({', '.join(streams)}) to a caption string"
+        )
+    num_frames = next(iter(streams.values())).shape[1]
+    meta = {"captions": captions, "fps": frame_rate, "duration": num_frames / frame_rate} | meta
+    if meta["fps"] != frame_rate:
+        raise ValueError(f"sample {key!r}, json.fps: {meta['fps']} but the data is at {frame_rate} frames/s")
+    try:
+        meta_json = json.dumps(meta, sort_keys=True)
+    except (TypeError, ValueError) as exn:
+        raise ValueError(f"sample {key!r}, json: meta is not JSON-serialisable ({exn}); use str/int/float/list/dict") from exn
+    sample = {"__key__": key, "json": meta_json.encode("utf-8")}
+    for name, codes in streams.items():
+        sample[f"{name}.npy"] = npy_bytes(codes)
+    return sample
+
+
+def write_shard(path: str | os.PathLike, samples: list[dict[str, Any]]) -> ShardInfo:
+    """Write encoded samples (from ``encode_sample``) to one tar shard, atomically.
+
+    The tar is written to ``<path>.partial``, fsynced and renamed to ``path`` only when
+    complete; on any error the partial file is removed and nothing appears under ``path``.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    try:
+        with open(partial, "wb") as f:
+            tar = wds.TarWriter(f, encoder=False, mtime=0)  # mtime=0: byte-reproducible shards
+            for sample in samples:
+                tar.write(sample)
+            tar.close()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return ShardInfo(path.name, len(samples), file_sha256(path))
+
+
 class ShardWriter:
     """Context manager that writes validated samples of one split into ``out_dir``.
 
@@ -150,35 +215,10 @@ class ShardWriter:
             raise ValueError(f"sample key {key!r}: already written to split {self.split!r}; keys must be unique")
         if music is None and motion is None:
             raise ValueError(f"sample {key!r}: needs music and/or motion codes, got neither")
-        fmt = dict(num_codebooks=self.num_codebooks, codebook_size=self.codebook_size)
-        streams = {}
-        if music is not None:
-            streams["music"] = check_codes(key, "music.npy", music, **fmt)
-        if motion is not None:
-            streams["motion"] = check_codes(key, "motion.npy", motion, **fmt)
-        check_pair(key, streams.get("music"), streams.get("motion"))
-        if not isinstance(meta, dict):
-            raise ValueError(f"sample {key!r}, json: meta must be a dict, got {type(meta).__name__}")
-        captions = meta.get("captions", {})
-        if not isinstance(captions, dict) or not all(
-            k in streams and isinstance(v, str) for k, v in captions.items()
-        ):
-            raise ValueError(
-                f"sample {key!r}, json.captions: {captions!r}; expected a dict mapping each present "
-                f"modality ({', '.join(streams)}) to a caption string"
-            )
-        num_frames = next(iter(streams.values())).shape[1]
-        meta = {"captions": captions, "fps": self.frame_rate, "duration": num_frames / self.frame_rate} | meta
-        if meta["fps"] != self.frame_rate:
-            raise ValueError(f"sample {key!r}, json.fps: {meta['fps']} but the split is at {self.frame_rate} frames/s")
-        try:
-            meta_json = json.dumps(meta, sort_keys=True)
-        except (TypeError, ValueError) as exn:
-            raise ValueError(f"sample {key!r}, json: meta is not JSON-serialisable ({exn}); use str/int/float/list/dict") from exn
-        sample = {"__key__": key, "json": meta_json.encode("utf-8")}
-        for name, codes in streams.items():
-            sample[f"{name}.npy"] = npy_bytes(codes)
-        return sample
+        return encode_sample(
+            key, music, motion, meta,
+            frame_rate=self.frame_rate, num_codebooks=self.num_codebooks, codebook_size=self.codebook_size,
+        )
 
     # -- shards ------------------------------------------------------------------------
     def _shard_path(self, suffix: str = "") -> Path:

@@ -1,0 +1,130 @@
+"""Motion side of data prep: load and check features, and the pluggable motion tokenizers.
+
+A motion tokenizer is any object with::
+
+    name: str                                   # recorded in manifest.json
+    info: dict                                  # {"name", "frame_rate", "num_codebooks", "codebook_size", ...}
+    encode(feats)  # float32 [T, 263] normalised, at 50 frames/s -> int [num_codebooks, T]
+    resample(feats, src_fps, dst_fps)           # optional: [T, 263] -> [T', 263]; default below
+
+Two are provided: ``LSHMotionTokenizer`` (the placeholder "sample-lsh-v1" of the sample
+data; no weights) and ``VQVAEMotionTokenizer`` (the motion VQ-VAE, imported lazily from
+``mumo_ds.tokenizers.motion_vqvae`` when first used). Tokenizers are pickled to worker
+processes, so heavy models must load on first use, not in ``__init__``.
+
+The default resampler is ``mumo_ds.tokenizers.motion_features.resample_features``
+(positions and velocities handled per notes/motion_features.md), imported lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .sample_codes import MOTION_TOKENIZER, lsh_codes, resample_linear
+
+FEATURE_DIM = 263
+
+
+class InputError(ValueError):
+    """A bad input record: ``reason`` labels it in rejects.jsonl, ``path`` names the file (if any)."""
+
+    def __init__(self, reason: str, path: str | os.PathLike | None, message: str):
+        super().__init__(f"{path}: {message}" if path else message)
+        self.reason = reason
+        self.path = None if path is None else str(path)
+
+
+def load_motion(path: str | os.PathLike, feature_dim: int = FEATURE_DIM) -> np.ndarray:
+    """A features ``.npy`` -> float32 [T >= 2, feature_dim]; raises InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("missing_file", path, "motion features file not found; fix the path in the input manifest")
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exn:
+        raise InputError("unreadable_motion", path, f"cannot read a .npy array ({exn}); re-export the features") from exn
+    if feats.ndim != 2 or feats.shape[1] != feature_dim:
+        raise InputError(
+            "bad_feature_width", path,
+            f"motion features have shape {list(feats.shape)}, expected [T, {feature_dim}] (HumanML3D features, "
+            "frames first); transpose a [D, T] array or re-extract the features",
+        )
+    if feats.dtype.kind not in "fiu":
+        raise InputError("bad_motion_values", path, f"dtype {feats.dtype} is not numeric; save float32 features")
+    bad = ~np.isfinite(feats)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        raise InputError(
+            "bad_motion_values", path,
+            f"{int(bad.sum())} NaN/inf value(s), first at frame {rows[0]}, channel {cols[0]}; fix or drop this clip",
+        )
+    if feats.shape[0] < 2:
+        raise InputError("too_short", path, f"{feats.shape[0]} frame(s); at least 2 are needed")
+    return feats.astype(np.float32)
+
+
+def load_stats(mean_path: str | os.PathLike, std_path: str | os.PathLike, feature_dim: int = FEATURE_DIM) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset Mean.npy / Std.npy -> float32 [feature_dim] each; refuses non-finite or std <= 0."""
+    out = []
+    for path in (Path(mean_path), Path(std_path)):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: motion statistics file not found; pass --motion-mean/--motion-std")
+        arr = np.load(path, allow_pickle=False).astype(np.float32)
+        if arr.shape != (feature_dim,) or not np.isfinite(arr).all():
+            raise ValueError(f"{path}: expected a finite [{feature_dim}] array, got shape {list(arr.shape)}")
+        out.append(arr)
+    if (out[1] <= 0).any():
+        raise ValueError(f"{std_path}: {int((out[1] <= 0).sum())} channel(s) with std <= 0; use a std floor (e.g. 1e-3)")
+    return out[0], out[1]
+
+
+def default_resample(feats: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
+    """[T, 263] at src_fps -> [T', 263] at dst_fps with the motion-aware resampler (lazy import)."""
+    from mumo_ds.tokenizers.motion_features import resample_features
+
+    return resample_features(feats, src_fps, dst_fps)
+
+
+class LSHMotionTokenizer:
+    """The placeholder "sample-lsh-v1" tokenizer (seeded sign-bit projections, no weights).
+
+    Its ``resample`` is the sample data's linear interpolation, so prep output matches
+    ``data_prep.make_sample_shards``; use it for tests and smoke runs, not for training.
+    """
+
+    name = MOTION_TOKENIZER["name"]
+    info = dict(MOTION_TOKENIZER)
+
+    def encode(self, feats: np.ndarray) -> np.ndarray:
+        return lsh_codes(feats)  # [T, 263] -> int16 [4, T]
+
+    def resample(self, feats: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
+        return resample_linear(feats, src_fps, dst_fps)
+
+
+class VQVAEMotionTokenizer:
+    """The motion VQ-VAE from ``MotionVQVAE.from_pretrained(model_dir)``, loaded on first ``encode``."""
+
+    def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", name: str | None = None):
+        self.model_dir = str(model_dir)
+        self.device = device
+        self.name = name or f"motion-vqvae:{Path(model_dir).name}"
+        self.info = {"name": self.name, "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048, "path": self.model_dir}
+        self._model = None
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_model": None}
+
+    def encode(self, feats: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self._model is None:
+            from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE
+
+            self._model = MotionVQVAE.from_pretrained(self.model_dir).to(self.device).eval()
+        with torch.inference_mode():
+            codes = self._model.encode(torch.from_numpy(feats)[None].to(self.device))  # [1, T, 263] -> [1, 4, T]
+        return codes[0].cpu().numpy()
