@@ -51,7 +51,7 @@ case "$MODE" in
         fi
         mkdir -p logs
         # shellcheck disable=SC2086 # SBATCH_OPTS is a list of options
-        ARRAY_ID=$(PREP_MODE=task sbatch --parsable --export=ALL,PREP_MODE=task --array=0-$((TASKS - 1)) \
+        ARRAY_ID=$(sbatch --parsable --export=ALL,PREP_MODE=task --array=0-$((TASKS - 1)) \
             $SBATCH_OPTS "$0" -- "${PREP_ARGS[@]}")
         # shellcheck disable=SC2086
         MERGE_ID=$(sbatch --parsable --export=ALL,PREP_MODE=merge --dependency=afterok:"${ARRAY_ID%%;*}" \

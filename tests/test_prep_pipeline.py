@@ -129,6 +129,7 @@ def test_build_writes_valid_shards_manifest_and_lists_every_bad_input(built, inp
         name = EXPECTED_REJECTS[r["index"]][2]
         if name:
             assert r["file"].endswith(name) and name in r["message"], r
+    assert {r["id"]: r["line"] for r in rejects}["nan"] == 7
     assert "records.jsonl:11" in next(r["message"] for r in rejects if r["index"] == 10)
     assert "captions.motion" in next(r["message"] for r in rejects if r["id"] == "nocap")
     assert not list(built.glob("*.partial"))
@@ -163,6 +164,7 @@ def test_paired_streams_share_one_timeline(built, inputs):
     np.testing.assert_array_equal(p0["music.npy"], tok.encode([audio])[0])
     assert p0["json"]["captions"] == {"music": "funk with horns", "motion": "waacking arm whips"}
     assert p0["json"]["offsets"] == {"music": 0.5, "motion": 0.3} and p0["json"]["fps"] == 50
+    assert p0["json"]["source"] == {"id": "p0", "music": "audio/a.wav", "motion": "motion/a.npy"}
     assert s["p11"]["music.npy"].shape == s["p11"]["motion.npy"].shape == (4, 75)  # duration 1.5 s
     assert s["m1"]["music.npy"].shape == (4, 75) and set(s["m1"]["json"]["captions"]) == {"music"}  # 1.5 s at 44.1 kHz
     assert s["n2"]["motion.npy"].shape == (4, 125) and "music.npy" not in s["n2"]
@@ -294,3 +296,34 @@ def test_slurm_script_parses_and_builds_the_right_commands(tmp_path):
     assert run.stdout.split() == ["-m", "data_prep.build_shards", "--out", "o", "--merge"]
     bad = subprocess.run([str(script), "--tasks", "0", "--", "--out", "o"], env=dict(os.environ), capture_output=True, text=True)
     assert bad.returncode == 2 and "--tasks must be a positive integer" in bad.stderr
+
+
+class MisbehavingTokenizer:
+    """A stand-in motion tokenizer: raises on 150-frame input, emits out-of-range codes on 125 frames."""
+
+    name = "misbehaving"
+    info = {"name": "misbehaving", "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}
+
+    def resample(self, feats, src_fps, dst_fps):
+        return resample_linear(feats, src_fps, dst_fps)
+
+    def encode(self, feats):
+        if feats.shape[0] == 150:
+            raise RuntimeError("boom")
+        return np.full((4, feats.shape[0]), 4096 if feats.shape[0] == 125 else 7, np.int16)
+
+
+def test_tokenizer_bugs_and_bad_codes_are_rejected_and_the_run_goes_on(inputs, tmp_path):
+    path = str(inputs["root"] / "motion" / "a.npy")
+    (tmp_path / "r.jsonl").write_text("".join(
+        json.dumps({"id": f"n{fps}", "motion": {"path": path, "fps": fps}, "captions": {"motion": "x"}}) + "\n"
+        for fps in (50, 60, 30)))
+    settings = PrepSettings(split="val", samples_per_shard=8, motion_tokenizer=MisbehavingTokenizer.info)
+    report = run_task(tmp_path / "r.jsonl", tmp_path / "out", settings, motion_tok=MisbehavingTokenizer(),
+                      mean=inputs["mean"], std=inputs["std"])
+    assert report.samples == 1 and report.rejects == 2
+    merge(tmp_path / "out", "val")
+    rejects = {r["id"]: r for r in map(json.loads, (tmp_path / "out" / "rejects.jsonl").read_text().splitlines())}
+    assert rejects["n50"]["reason"] == "error" and rejects["n50"]["message"] == "RuntimeError: boom"
+    assert rejects["n60"]["reason"] == "range" and "motion.npy: values span 4096..4096" in rejects["n60"]["message"]
+    assert _samples(tmp_path / "out")["n30"]["motion.npy"].shape == (4, 249)

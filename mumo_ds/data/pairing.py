@@ -39,9 +39,13 @@ from .validate import CodesError, check_key
 
 @dataclasses.dataclass
 class Record:
-    """One parsed input line; ``index`` is its 0-based position among the JSONL's records."""
+    """One parsed input line; ``index`` is its 0-based position among the JSONL's records.
+
+    ``music`` / ``motion`` are resolved paths; ``sources`` keeps them as written in the JSONL.
+    """
 
     index: int
+    line: int
     id: str
     music: str | None
     motion: str | None
@@ -50,6 +54,7 @@ class Record:
     music_offset: float = 0.0
     motion_offset: float = 0.0
     duration: float | None = None
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def files(self) -> list[str]:
         return [p for p in (self.music, self.motion) if p]
@@ -64,7 +69,7 @@ def _num(obj: dict, name: str, where: str, default: float | None) -> float | Non
     return float(value)
 
 
-def parse_record(obj: Any, index: int, base: Path, where: str) -> Record:
+def parse_record(obj: Any, index: int, base: Path, where: str, line: int = 0) -> Record:
     """Check one JSONL object and resolve its paths against ``base``; raises InputError."""
     if not isinstance(obj, dict):
         raise InputError("bad_record", None, f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -104,7 +109,7 @@ def parse_record(obj: Any, index: int, base: Path, where: str) -> Record:
     if duration is not None and duration <= 0:
         raise InputError("bad_record", None, f"{where}: field 'duration' = {duration}; expected > 0 seconds or leave it out")
     return Record(
-        index=index, id=rid,
+        index=index, line=line, id=rid,
         music=None if music is None else str(base / music),
         motion=None if motion is None else str(base / motion),
         motion_fps=None if motion is None else float(fps),
@@ -112,6 +117,7 @@ def parse_record(obj: Any, index: int, base: Path, where: str) -> Record:
         music_offset=_num(offsets, "music_seconds", f"{where}: offsets", 0.0),
         motion_offset=_num(offsets, "motion_seconds", f"{where}: offsets", 0.0),
         duration=duration,
+        sources={m: p for m, p in (("music", music), ("motion", motion)) if p is not None},
     )
 
 
@@ -136,7 +142,7 @@ def read_records(path: str | os.PathLike) -> list[tuple[Record | None, dict | No
                     obj = json.loads(line)
                 except ValueError as exn:
                     raise InputError("bad_record", None, f"{where}: not valid JSON ({exn})") from exn
-                rec = parse_record(obj, index, path.parent, where)
+                rec = parse_record(obj, index, path.resolve().parent, where, lineno)
                 if rec.id in seen:
                     raise InputError("bad_record", None, f"{where}: duplicate id {rec.id!r}; ids must be unique")
                 seen.add(rec.id)
@@ -197,7 +203,7 @@ def make_sample(rec: Record, music_tok, motion_tok, mean: np.ndarray | None, std
     streams = {m: s[:, :num_frames].astype(np.int16) for m, s in streams.items()}
     meta = {
         "captions": {m: rec.captions[m] for m in streams},
-        "source": {m: getattr(rec, m) for m in streams},
+        "source": {"id": rec.id, **{m: rec.sources[m] for m in streams}},
         "duration": num_frames / frame_rate,
         "fps": frame_rate,
         "offsets": {m: (music_start if m == "music" else rec.motion_offset) for m in streams},

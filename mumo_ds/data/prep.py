@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import sys
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -145,10 +146,10 @@ def _tokenize(rec: Record) -> dict:
         )
         return {"index": rec.index, "sample": sample}
     except InputError as exn:
-        return {"index": rec.index, "reject": reject_entry(rec.index, rec.id, exn)}
+        return {"index": rec.index, "reject": reject_entry(rec.index, rec.id, exn, line=rec.line)}
     except Exception as exn:  # noqa: BLE001 - a tokenizer bug must not stop the run; it is listed with its traceback
         log.warning("record %s (%s): unexpected error\n%s", rec.index, rec.id, traceback.format_exc())
-        entry = reject_entry(rec.index, rec.id, exn)
+        entry = reject_entry(rec.index, rec.id, exn, line=rec.line)
         entry.update(reason="error", message=f"{type(exn).__name__}: {exn}", file=(rec.files() or [None])[0])
         return {"index": rec.index, "reject": entry}
 
@@ -261,7 +262,7 @@ def _encode(sample: dict, settings: PrepSettings, rec: Record) -> tuple[dict | N
         )
         return encoded, None
     except (CodesError, ValueError) as exn:
-        entry = reject_entry(rec.index, rec.id, exn)
+        entry = reject_entry(rec.index, rec.id, exn, line=rec.line)
         entry["file"] = (rec.files() or [None])[0]
         return None, entry
 
@@ -286,7 +287,11 @@ def _finish_shard(out_dir, split, shard, fp, samples, rejects, counts, report) -
 
 
 class _results:
-    """Context manager yielding an iterator of ``_tokenize`` results in record order."""
+    """Context manager yielding an iterator of ``_tokenize`` results in record order.
+
+    A worker that dies (e.g. killed for memory) raises BrokenProcessPool instead of hanging;
+    the shards finished before it stay complete, so a re-run resumes after them.
+    """
 
     def __init__(self, records: list[Record], state: dict, workers: int):
         self.records, self.state, self.workers, self.pool = records, state, workers, None
@@ -295,14 +300,15 @@ class _results:
         if self.workers <= 1 or len(self.records) <= 1:
             _init_worker(self.state, None)
             return map(_tokenize, self.records)
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-        self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.state, 1))
-        return self.pool.imap(_tokenize, self.records, chunksize=1)
+        self.pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"),  # never fork a process holding torch threads
+            initializer=_init_worker, initargs=(self.state, 1),
+        )
+        return self.pool.map(_tokenize, self.records, chunksize=1)
 
     def __exit__(self, *exc) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)
         _WORKER.clear()
 
 

@@ -13,6 +13,10 @@ Every sample is validated before anything is written. A shard is written to
 leaves a half-written ``*.tar`` under a final name. The manifest is updated once,
 on a clean close (other splits already in it are kept); after an exception the
 manifest is left as it was and the partial shard is removed.
+
+The same checks and the same atomic write are available one shard at a time for
+pipelines that plan shards themselves (``mumo_ds.data.prep``): ``encode_sample``
+validates one sample into tar members, ``write_shard`` writes a list of them.
 """
 
 from __future__ import annotations
