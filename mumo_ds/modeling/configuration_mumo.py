@@ -15,6 +15,12 @@ TEXT_ENCODERS = {
     "t5-base": dict(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),
 }
 
+# Caption decoders (stage 3), as T5Config keyword arguments; their encoder has no layers (MuMo encodes).
+CAPTION_DECODERS = {
+    "tiny-t5": dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_decoder_layers=2, num_heads=4),
+    "t5-base": dict(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_decoder_layers=12, num_heads=12),
+}
+
 # Size presets are data. "small" is the MusicGen-small decoder shape.
 PRESETS = {
     "tiny": dict(
@@ -25,6 +31,7 @@ PRESETS = {
         dropout=0.0,
         text_encoder=TEXT_ENCODERS["tiny-t5"],
         text_tokenizer="byt5",
+        caption_decoder=CAPTION_DECODERS["tiny-t5"],
     ),
     "small": dict(
         hidden_size=1024,
@@ -34,6 +41,7 @@ PRESETS = {
         dropout=0.1,
         text_encoder=TEXT_ENCODERS["t5-base"],
         text_tokenizer="t5-base",
+        caption_decoder=CAPTION_DECODERS["t5-base"],
     ),
 }
 
@@ -61,6 +69,11 @@ class MuMoConfig(PretrainedConfig):
         loss_weights: weight of each modality's loss in the total.
         music_codec, motion_tokenizer: names of the tokenizers the codes come from; the
             data loader refuses shards made by another.
+        captioning: add the stage-3 captioning modules (per-layer ``caption_self_attn`` and the
+            caption decoder); the language-model path does not use them.
+        caption_decoder: ``T5Config`` keyword arguments of the caption decoder (same tokenizer
+            as the text encoder).
+        caption_cross_stream: in captioning mode, let the streams attend each other.
     """
 
     model_type = "mumo"
@@ -89,6 +102,9 @@ class MuMoConfig(PretrainedConfig):
         loss_weights: dict | None = None,
         music_codec: str | None = "encodec_32khz",
         motion_tokenizer: str | None = None,
+        captioning: bool = False,
+        caption_decoder: dict | None = None,
+        caption_cross_stream: bool = False,
         **kwargs,
     ):
         if hidden_size % num_attention_heads:
@@ -120,6 +136,9 @@ class MuMoConfig(PretrainedConfig):
         self.loss_weights = dict(loss_weights if loss_weights is not None else {"music": 0.85, "motion": 0.15})
         self.music_codec = music_codec
         self.motion_tokenizer = motion_tokenizer
+        self.captioning = captioning
+        self.caption_decoder = dict(caption_decoder if caption_decoder is not None else CAPTION_DECODERS["t5-base"])
+        self.caption_cross_stream = caption_cross_stream
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 

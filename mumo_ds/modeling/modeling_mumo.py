@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, T5Config, T5EncoderModel
 from transformers.utils import ModelOutput
 
 from .attention import KVCache, MuMoAttention, frame_causal_mask
+from .captioning import CaptionDecoder, bidirectional_stream_mask
 from .configuration_mumo import MuMoConfig
 from .delay_pattern import build_delay_pattern, delayed_frame_mask
 from .generation import generate
@@ -83,6 +84,8 @@ class MuMoDecoderLayer(nn.Module):
         d = config.hidden_size
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.self_attn = MuMoAttention(d, config.num_attention_heads, config.attention_dropout)
+        if config.captioning:  # stage 3: bidirectional attention inside each stream, see captioning.py
+            self.caption_self_attn = MuMoAttention(d, config.num_attention_heads, config.attention_dropout)
         self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.encoder_attn = MuMoAttention(d, config.num_attention_heads, config.attention_dropout)
         self.ffn = ModalityExpertFFN(
@@ -101,11 +104,14 @@ class MuMoDecoderLayer(nn.Module):
         text: TextStates,
         cache: tuple[KVCache, int] | None = None,
         cross_kv: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        captioning: bool = False,
     ) -> torch.Tensor:
-        """``self_mask`` None means causal over the input, or, with ``cache``, "see everything so far"."""
+        """``self_mask`` None means causal over the input, or, with ``cache``, "see everything so far";
+        in captioning mode it is the bidirectional stream mask (None: no mask)."""
         x = self.self_attn_layer_norm(hidden)
-        causal = self_mask is None and cache is None
-        hidden = hidden + self.dropout(self.self_attn(x, attn_mask=self_mask, is_causal=causal, cache=cache))
+        attn = self.caption_self_attn if captioning else self.self_attn
+        causal = self_mask is None and cache is None and not captioning
+        hidden = hidden + self.dropout(attn(x, attn_mask=self_mask, is_causal=causal, cache=cache))
 
         x = self.encoder_attn_layer_norm(hidden)
         parts, start = [], 0
@@ -132,6 +138,8 @@ class MuMoOutput(ModelOutput):
     motion_codebook_losses: torch.Tensor | None = None
     music_logits: torch.Tensor | None = None
     motion_logits: torch.Tensor | None = None
+    music_caption_loss: torch.Tensor | None = None
+    motion_caption_loss: torch.Tensor | None = None
 
 
 class MuMoPreTrainedModel(PreTrainedModel):
@@ -161,6 +169,8 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         self.layers = nn.ModuleList([MuMoDecoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.heads = nn.ModuleDict({m: CodebookHeads(k, v, d) for m in config.modalities})
+        if config.captioning:
+            self.caption_decoder = CaptionDecoder(d, config.caption_decoder)
         self.dropout = nn.Dropout(config.dropout)
         self.gradient_checkpointing = False
         self.post_init()
@@ -185,6 +195,14 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         self.embeddings["motion"].load_state_dict(self.embeddings["music"].state_dict())
         for layer in self.layers:
             layer.ffn.experts["motion"].load_state_dict(layer.ffn.experts["music"].state_dict())
+
+    @torch.no_grad()
+    def init_captioning(self) -> None:
+        """Start every layer's ``caption_self_attn`` as a copy of its ``self_attn`` (stage 3)."""
+        if not self.config.captioning:
+            raise ValueError("init_captioning needs a model built with config.captioning=True")
+        for layer in self.layers:
+            layer.caption_self_attn.load_state_dict(layer.self_attn.state_dict())
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None) -> None:
         self.gradient_checkpointing = True
@@ -231,6 +249,17 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         Returns:
             modality -> logits [B, K, S_m, V].
         """
+        return {m: self.heads[m](h) for m, h in self.backbone(inputs, text).items()}
+
+    def backbone(
+        self, inputs: dict[str, torch.Tensor], text: TextStates, caption_keys: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Embeddings, layers and final norm over the concatenated streams -> hidden states per stream.
+
+        Language-model mode (default): frame-causal self-attention. Captioning mode (``caption_keys``
+        given: modality -> [B, S] True for real positions): each layer's ``caption_self_attn``,
+        bidirectional within each stream, padded positions hidden as keys.
+        """
         order = [m for m in self.config.modalities if m in inputs]
         segments = [(m, inputs[m].shape[-1]) for m in order]
         device = inputs[order[0]].device
@@ -239,18 +268,27 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
             [self.embeddings[m](inputs[m]) + positions[: inputs[m].shape[-1]].to(self.dtype) for m in order], dim=1
         )  # [B, sum S_m, D]
         hidden = self.dropout(hidden)
-        self_mask = frame_causal_mask([n for _, n in segments], device)
+        captioning = caption_keys is not None
+        lengths = [n for _, n in segments]
+        if captioning:
+            keys = torch.cat([caption_keys[m] for m in order], dim=1)[:, None, None, :]  # [B, 1, 1, L]
+            streams = bidirectional_stream_mask(lengths, self.config.caption_cross_stream, device)
+            self_mask = keys if streams is None else keys & streams
+        else:
+            self_mask = frame_causal_mask(lengths, device)
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
-                hidden = torch.utils.checkpoint.checkpoint(layer, hidden, segments, self_mask, text, use_reentrant=False)
+                hidden = torch.utils.checkpoint.checkpoint(
+                    layer, hidden, segments, self_mask, text, None, None, captioning, use_reentrant=False
+                )
             else:
-                hidden = layer(hidden, segments, self_mask, text)
+                hidden = layer(hidden, segments, self_mask, text, captioning=captioning)
         hidden = self.norm(hidden)
-        logits, start = {}, 0
+        out, start = {}, 0
         for m, length in segments:
-            logits[m] = self.heads[m](hidden[:, start : start + length])
+            out[m] = hidden[:, start : start + length]
             start += length
-        return logits
+        return out
 
     def new_cache(self, batch: int, max_positions: int) -> KVCache:
         """An empty self-attention cache for ``max_positions`` positions (all streams together)."""
@@ -315,10 +353,15 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         music_caption_mask: torch.Tensor | None = None,
         motion_caption_ids: torch.Tensor | None = None,
         motion_caption_mask: torch.Tensor | None = None,
+        task: str = "lm",
         return_dict: bool = True,
         **unused,
     ) -> MuMoOutput:
-        """Teacher-forced forward with losses. See the class docstring for the arguments."""
+        """Teacher-forced forward with losses. See the class docstring for the arguments.
+
+        ``task="caption"`` (stage 3) instead encodes each stream bidirectionally and returns the
+        caption decoder's loss on that stream's caption (the ``*_caption_ids`` are the targets).
+        """
         given = {
             "music": (music_codes, music_mask, music_caption_ids, music_caption_mask),
             "motion": (motion_codes, motion_mask, motion_caption_ids, motion_caption_mask),
@@ -329,6 +372,10 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         missing = set(streams) - set(self.config.modalities)
         if missing:
             raise ValueError(f"this model has no {sorted(missing)} stream (config.modalities={self.config.modalities})")
+        if task == "caption":
+            return self._caption_forward(streams)
+        if task != "lm":
+            raise ValueError(f"task={task!r}: choose 'lm' or 'caption'")
 
         special, k = self.config.special_token_id, self.config.num_codebooks
         inputs, labels, text = {}, {}, {}
@@ -359,6 +406,74 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         # Weights are renormalised over the streams present, so a single-stream batch trains at full scale.
         out.loss = total / sum(weights[m] for m in logits) + self._ghost_loss(set(logits))
         return out if return_dict else out.to_tuple()
+
+    # ------------------------------------------------------------- captioning
+    def _caption_inputs(self, streams: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], TextStates]:
+        """Delayed grids (no shift: the whole grid is visible), real-position masks and null captions."""
+        if not self.config.captioning:
+            raise ValueError("this model has no captioning modules: load it with captioning=True and train stage 3")
+        special, k = self.config.special_token_id, self.config.num_codebooks
+        inputs, keys, text = {}, {}, {}
+        for m, (codes, frame_mask, *_) in streams.items():
+            self._check_codes(m, codes)
+            if frame_mask is None:
+                frame_mask = torch.ones(codes.shape[0], codes.shape[-1], dtype=torch.bool, device=codes.device)
+            codes = torch.where(frame_mask.bool()[:, None, :], codes.long(), special)
+            inputs[m] = build_delay_pattern(codes, special)  # [B, K, T+K-1]
+            keys[m] = delayed_frame_mask(frame_mask.bool(), k).any(dim=1)  # [B, T+K-1]
+            text[m] = self.encode_text(None, None, codes.shape[0], codes.device)  # the caption is the target
+        return inputs, keys, text
+
+    def _caption_forward(self, streams: dict) -> MuMoOutput:
+        inputs, keys, text = self._caption_inputs(streams)
+        hidden = self.backbone(inputs, text, caption_keys=keys)
+        out, losses = MuMoOutput(), []
+        for m, (_, _, ids, ids_mask) in streams.items():
+            if ids is None:
+                raise ValueError(f"task='caption' needs {m}_caption_ids (the target caption of the {m} stream)")
+            loss = self.caption_decoder.loss(hidden[m], keys[m], ids, ids_mask if ids_mask is not None else torch.ones_like(ids))
+            setattr(out, f"{m}_caption_loss", loss)
+            losses.append(loss)
+        out.loss = torch.stack(losses).mean()
+        return out
+
+    @torch.no_grad()
+    def caption(
+        self,
+        music_codes: torch.Tensor | None = None,
+        motion_codes: torch.Tensor | None = None,
+        music_mask: torch.Tensor | None = None,
+        motion_mask: torch.Tensor | None = None,
+        num_beams: int = 4,
+        max_new_tokens: int = 64,
+        tokenizer=None,
+    ) -> dict[str, list[str]]:
+        """Describe each given stream in words: modality -> one caption per batch item.
+
+        Beam search with ``num_beams`` > 1, greedy with 1. ``tokenizer`` defaults to the one saved
+        with the model (or ``config.text_tokenizer``).
+        """
+        given = {"music": (music_codes, music_mask), "motion": (motion_codes, motion_mask)}
+        streams = {m: v for m, v in given.items() if v[0] is not None}
+        if not streams:
+            raise ValueError("caption needs music_codes and/or motion_codes")
+        inputs, keys, text = self._caption_inputs(streams)
+        hidden = self.backbone(inputs, text, caption_keys=keys)
+        tokenizer = tokenizer or self._saved_tokenizer()
+        return {
+            m: tokenizer.batch_decode(self.caption_decoder.generate(hidden[m], keys[m], num_beams, max_new_tokens),
+                                      skip_special_tokens=True)
+            for m in streams
+        }
+
+    def _saved_tokenizer(self):
+        from .text import load_tokenizer
+
+        folder = getattr(self, "name_or_path", "")
+        try:
+            return load_tokenizer(folder) if folder else load_tokenizer(self.config.text_tokenizer)
+        except OSError:
+            return load_tokenizer(self.config.text_tokenizer)
 
     def generate(self, num_frames: int, prompts: dict, text: dict | None = None, **options) -> dict[str, torch.Tensor]:
         """Sample codes for the streams named in ``prompts`` (KV-cached, CFG); see :func:`generation.generate`."""
