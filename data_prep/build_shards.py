@@ -60,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.input:
         print("error: --input is required unless --merge", file=sys.stderr)
         return 2
+    try:
+        return _build(args)
+    except (ImportError, OSError, ValueError) as exn:  # bad configuration: say what to fix, no traceback
+        print(f"error: {exn}", file=sys.stderr)
+        return 2
+
+
+def _build(args: argparse.Namespace) -> int:
     music_tok = tokenizer_from_args(args) if args.codec_model or args.codec != "encodec_32khz" else None
     if args.motion_tokenizer == "sample-lsh":
         motion_tok = LSHMotionTokenizer()

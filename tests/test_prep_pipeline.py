@@ -170,7 +170,7 @@ def test_paired_streams_share_one_timeline(built, inputs):
     assert s["n2"]["motion.npy"].shape == (4, 125) and "music.npy" not in s["n2"]
 
 
-def test_workers_and_task_order_do_not_change_the_bytes(built, inputs, tmp_path):
+def test_workers_and_task_order_do_not_change_the_bytes(inputs, tmp_path):
     # A process pool gives the same bytes as one process. Motion-only records keep the spawned
     # workers from importing transformers (seconds each); the pool code path is the same.
     lines = [json.dumps({"id": f"n{i}", "motion": {"path": str(inputs["root"] / "motion" / name), "fps": 60 - i},
@@ -268,7 +268,7 @@ def test_validate_shards_reports_each_kind_of_damage(built, tmp_path, capsys):
     assert any("train-000003.tar: listed in the manifest but missing" in p for p in check_dir(out))
 
 
-def test_build_shards_cli_runs_and_merges(inputs, tmp_path, capsys):
+def test_build_shards_cli_runs_and_merges(inputs, tmp_path, capsys, monkeypatch):
     from data_prep.build_shards import main
 
     out = tmp_path / "cli"
@@ -282,6 +282,12 @@ def test_build_shards_cli_runs_and_merges(inputs, tmp_path, capsys):
     assert main(["--out", str(out), "--merge"]) == 0
     assert Manifest.load(out).splits["train"].num_samples == 4
     assert check_dir(out) == []
+    # configuration errors stop before any work, with the option to fix
+    assert main(["--input", str(inputs["jsonl"]), "--out", str(tmp_path / "nocodec"), "--motion-tokenizer", "sample-lsh"]) == 2
+    assert "records have music but no music tokenizer is configured; pass --codec-model" in capsys.readouterr().err
+    monkeypatch.setitem(__import__("sys").modules, "encodec", None)  # as if the extra were not installed
+    assert main(["--input", str(inputs["jsonl"]), "--out", str(tmp_path / "x"), "--codec", "encodec_24khz"]) == 2
+    assert "needs the optional encodec package" in capsys.readouterr().err
 
 
 def test_slurm_script_parses_and_builds_the_right_commands(tmp_path):
