@@ -34,6 +34,10 @@ class TrainConfig:
     resume: bool = True  # continue from the newest complete checkpoint in the run folder, if any
     overwrite: bool = False  # with --no-resume: delete the run folder's checkpoints and logs first
     shuffle: bool = True  # shuffle shard order and samples (--no-shuffle: read them in order)
+    max_bad_steps: int = 5  # stop after this many micro-batches in a row with a non-finite loss
+    val_every: int = 0  # validate on the val split every N steps (0: never)
+    val_batches: int = 4  # batches per rank in one validation
+    dry_run: bool = False  # build everything, run one step, print the plan and metrics; write nothing
     fixed_batch: bool = False  # debug: train on the first batch again and again (overfit check)
     verify_export: bool = False  # compare the export's logits with the engine's module after saving
     peak_tflops: float = 0.0  # per-device peak for MFU; 0: MFU not reported
@@ -79,6 +83,13 @@ HELP = {
     "min_lr_ratio": "cosine schedule: the lr at --max-steps as a fraction of the peak lr",
     "shuffle": "shuffle shard order and samples; --no-shuffle reads them in manifest order (tests, debugging)",
     "grad_accum": "micro-batches per optimizer step (0: the DeepSpeed config's gradient_accumulation_steps)",
+    "max_bad_steps": "skip micro-batches whose loss is NaN/inf on any rank; stop with an error (saving nothing) "
+    "after this many in a row",
+    "val_every": "validate every N steps on the val split: loss per modality in the logs and the checkpoint's meta.json "
+    "(0: never)",
+    "val_batches": "batches per rank in one validation (the same batches every time)",
+    "dry_run": "build data, model and engine (loading a checkpoint if one exists), run one step, print the plan "
+    "and that step's metrics, and exit without writing checkpoints, logs or exports",
     "config": "run file (JSON or YAML) with any of these options; the command line wins",
 }
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 
@@ -16,6 +19,25 @@ def training_flops_per_token(num_params_non_embedding: int, num_layers: int, hid
     12 L D C   attention QK^T and AV over a context of C positions, forward + backward.
     """
     return 6.0 * num_params_non_embedding + 12.0 * num_layers * hidden * context
+
+
+def mfu(frames_per_s: float, flops_per_frame: float, peak_tflops: float, world_size: int) -> float:
+    """Model FLOPs utilisation: achieved model FLOP/s over the peak of all devices.
+
+    frames_per_s counts real (unpadded) frames of every stream over all ranks; a frame of one stream is
+    one position of the sequence (one token of the decoder), so flops_per_frame = training_flops_per_token.
+    """
+    return frames_per_s * flops_per_frame / (peak_tflops * 1e12 * world_size)
+
+
+def memory_mb(device: torch.device) -> dict[str, float]:
+    """This process's memory: resident set now and at its peak, and CUDA's max allocated on GPUs (MiB)."""
+    with open("/proc/self/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    out = {"rss_mb": rss / 2**20, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
 
 
 class RunLogger:

@@ -24,6 +24,7 @@ class Stage:
     starts_from: int | None  # the stage whose export this one loads by default (None: --init-from or a preset)
     prepare: str | None  # model method run once on the starting weights
     ds_config: str  # default DeepSpeed config, relative to the repo root
+    loss_weights: dict[str, float]  # per-modality loss weights, overriding the model config's while this stage trains
 
 
 STAGES: dict[int, Stage] = {
@@ -37,6 +38,7 @@ STAGES: dict[int, Stage] = {
         starts_from=None,
         prepare="init_motion_from_music",
         ds_config="ds_configs/zero2.json",
+        loss_weights={"motion": 1.0},  # motion-only batches; music keeps the model's weight
     ),
     2: Stage(
         number=2,
@@ -48,7 +50,11 @@ STAGES: dict[int, Stage] = {
         starts_from=1,
         prepare=None,
         ds_config="ds_configs/zero2.json",
+        loss_weights={"music": 0.85, "motion": 0.15},
     ),
+    # Stage 3 (captioning: caption self-attention, projection and T5 decoder trained on captioned
+    # music/motion, starting from the stage 2 export) comes with its own issue; it needs the captioning
+    # modules in mumo_ds/modeling first. Add it here as one more row, not as branches in the trainer.
 }
 
 
@@ -56,6 +62,16 @@ def get_stage(number: int) -> Stage:
     if number not in STAGES:
         raise ValueError(f"--stage {number}: no such stage; defined stages are {sorted(STAGES)} (mumo_ds/training/stages.py)")
     return STAGES[number]
+
+
+def loss_weights(stage: Stage, model_weights: dict[str, float]) -> dict[str, float]:
+    """The model config's loss weights with the stage's on top; refuses unknown or non-positive entries."""
+    unknown = sorted(set(stage.loss_weights) - set(model_weights))
+    bad = {m: w for m, w in stage.loss_weights.items() if not w > 0}
+    if unknown or bad:
+        raise ValueError(f"stage {stage.number} loss_weights {stage.loss_weights}: unknown modalities {unknown} or "
+                         f"weights <= 0 {bad} (mumo_ds/training/stages.py; the model has {sorted(model_weights)})")
+    return {**model_weights, **stage.loss_weights}
 
 
 def is_trainable(stage: Stage, name: str) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -28,9 +29,11 @@ from . import checkpoint, distributed, faults
 from .config import TrainConfig, parse_config
 from .engine import build_engine, load_ds_config
 from .export import consolidated_state_dict, export_hf
-from .metrics import RunLogger, training_flops_per_token
+from .guards import NonFiniteError, NonFiniteGuard
+from .metrics import RunLogger, memory_mb, mfu, training_flops_per_token
 from .preemption import PREEMPTED_EXIT_CODE, Preemption, clear_marker, write_marker
-from .stages import Stage, apply_stage, get_stage
+from .stages import Stage, apply_stage, get_stage, loss_weights
+from .validation import validate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,7 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     previous = str(Path(cfg.runs_root) / f"stage{stage.starts_from}" / "export") if stage.starts_from else None
     cfg.resolve(stage.ds_config, previous)
     rank, world_size, device = distributed.setup()
-    train(cfg, stage, rank, world_size, device)
+    try:
+        train(cfg, stage, rank, world_size, device)
+    except NonFiniteError as exn:  # every rank raises it at the same step (the check is collective)
+        distributed.teardown()
+        if rank == 0:
+            print(f"error: {exn}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     distributed.teardown()
 
 
@@ -108,6 +117,18 @@ def reduce_metrics(local: torch.Tensor, num_micro: int, num_codebooks: int, devi
     return metrics
 
 
+def make_loader(cfg: TrainConfig, stage: Stage, mc: MuMoConfig, split: str, batch_size: int, rank: int,
+                world_size: int) -> MixedLoader:
+    return MixedLoader(
+        cfg.data, split, mix=stage.mix, batch_size=batch_size, crop_frames=cfg.crop_frames, streams=stage.streams,
+        rank=rank, world_size=world_size, seed=cfg.seed, shuffle=cfg.shuffle and split == "train",
+        expect=dict(
+            num_codebooks=mc.num_codebooks, codebook_size=mc.codebook_size, frame_rate=mc.frame_rate,
+            music_codec=mc.music_codec, motion_tokenizer=mc.motion_tokenizer,
+        ),
+    )
+
+
 def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: torch.device) -> None:
     is_main = rank == 0
     out_dir = Path(cfg.output_dir)
@@ -117,18 +138,15 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     model, tokenizer = load_start(cfg, manifest)
     if stage.prepare:
         getattr(model, stage.prepare)()
+    model.config.loss_weights = loss_weights(stage, model.config.loss_weights)
     trainable = apply_stage(model, stage)
     mc = model.config
     ds_config = load_ds_config(cfg, world_size)
     micro, accum = ds_config["train_micro_batch_size_per_gpu"], ds_config["gradient_accumulation_steps"]
-    loader = MixedLoader(
-        cfg.data, "train", mix=stage.mix, batch_size=micro, crop_frames=cfg.crop_frames, streams=stage.streams,
-        rank=rank, world_size=world_size, seed=cfg.seed, shuffle=cfg.shuffle,
-        expect=dict(
-            num_codebooks=mc.num_codebooks, codebook_size=mc.codebook_size, frame_rate=mc.frame_rate,
-            music_codec=mc.music_codec, motion_tokenizer=mc.motion_tokenizer,
-        ),
-    )
+    loader = make_loader(cfg, stage, mc, "train", micro, rank, world_size)
+    make_val_loader = lambda: make_loader(cfg, stage, mc, "val", micro, rank, world_size)  # noqa: E731
+    if cfg.val_every:
+        make_val_loader()  # refuse a missing val split now, not at the first validation
     non_embedding = sum(
         p.numel() for n, p in model.named_parameters() if not n.startswith(("embeddings.", "text_encoder."))
     )
@@ -136,69 +154,103 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     engine, scheduler = build_engine(model, ds_config)
 
     start = resume_point(cfg)
-    clear_run_folder(cfg, is_main)
+    if not cfg.dry_run:
+        clear_run_folder(cfg, is_main)
     start_step = checkpoint.load(engine, loader, cfg.checkpoint_dir, start[1], rank) if start else 0
+    end_step = start_step + 1 if cfg.dry_run else cfg.max_steps
 
     if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "train_config.json").write_text(cfg.to_json())
-        (out_dir / "ds_config.json").write_text(json.dumps(ds_config, indent=2))
+        if not cfg.dry_run:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "train_config.json").write_text(cfg.to_json())
+            (out_dir / "ds_config.json").write_text(json.dumps(ds_config, indent=2))
+        sched = ds_config.get("scheduler", {})
         print(
             f"stage {stage.number} ({stage.name}): streams {stage.streams}, {world_size} rank(s), "
             f"ZeRO-{engine.zero_optimization_stage()}, micro-batch {micro} x accum {accum}, "
-            f"steps {start_step}->{cfg.max_steps}, start {cfg.init_from}" + (f" ({cfg.preset})" if cfg.init_from == "scratch" else "")
-            + (f", resumed from step {start_step} ({cfg.checkpoint_dir / start[1]})" if start else ""),
+            f"steps {start_step}->{end_step}, start {cfg.init_from}" + (f" ({cfg.preset})" if cfg.init_from == "scratch" else "")
+            + (f", resumed from step {start_step} ({cfg.checkpoint_dir / start[1]})" if start else "")
+            + (" [dry run: one step, nothing written]" if cfg.dry_run else ""),
             flush=True,
         )
+        print(f"  loss weights {mc.loss_weights}, lr {ds_config['optimizer']['params']['lr']} "
+              f"({sched.get('type', 'constant')}), validation "
+              + (f"every {cfg.val_every} steps x {cfg.val_batches} batches" if cfg.val_every else "off"), flush=True)
         for group, count in trainable.items():
             print(f"  trainable {group:<32} {count:>12,d}", flush=True)
         print(f"  frozen    {'(everything else)':<32} {frozen:>12,d}", flush=True)
 
-    logger = RunLogger(out_dir / "logs", cfg.max_steps, start_step, enabled=is_main)
+    logger = RunLogger(out_dir / "logs", cfg.max_steps, start_step, enabled=is_main and not cfg.dry_run)
     flops_per_frame = training_flops_per_token(non_embedding, mc.num_hidden_layers, mc.hidden_size, cfg.crop_frames)
     preemption = Preemption()
+    no_checkpoint = "There is no checkpoint yet."
+    guard = NonFiniteGuard(cfg.max_bad_steps, device, f"The newest checkpoint, {cfg.checkpoint_dir / start[1]}, is the "
+                           "last good state." if start else no_checkpoint)
     batches = iter(loader)
     fixed = None
+    micro_index = 0  # micro-batches drawn by this process, skipped ones included (fault injection counts them)
     last_saved = start_step if start else None
     last_metrics: dict[str, float] = {}
+    last_val: dict[str, float] = {}
 
     def save(step: int) -> str:
         nonlocal last_saved
-        meta = {"stage": stage.number, "metrics": last_metrics}
+        meta = {"stage": stage.number, "metrics": last_metrics, "validation": last_val}
         tag = checkpoint.save(engine, loader, cfg.checkpoint_dir, step, rank, meta, cfg.keep_last, cfg.keep_every)
+        guard.hint = f"The newest checkpoint, {cfg.checkpoint_dir / tag}, is the last good state."
         last_saved = step
         return tag
 
+    def reduce(outputs, used):
+        return reduce_metrics(step_metrics(outputs, used, mc.num_codebooks), len(outputs), mc.num_codebooks, device)
+
+    to_inputs = lambda batch: model_inputs(batch, tokenizer, mc.max_caption_tokens, device)  # noqa: E731
+
     engine.train()
-    for step in range(start_step + 1, cfg.max_steps + 1):
+    for step in range(start_step + 1, end_step + 1):
         t0 = time.perf_counter()
         outputs, used = [], []
-        for _ in range(accum):
+        while len(outputs) < accum:  # a skipped micro-batch is replaced by the next one
             if cfg.fixed_batch:
                 fixed = fixed if fixed is not None else next(batches)
                 batch = fixed
             else:
                 batch = next(batches)
-            out = engine(**model_inputs(batch, tokenizer, mc.max_caption_tokens, device))
+            micro_index += 1
+            out = engine(**to_inputs(batch))
+            if not guard.loss_ok(out.loss, step, poison=faults.nan_loss(micro_index, rank, world_size)):
+                continue
             engine.backward(out.loss)
             engine.step()
             outputs.append(out)
             used.append(batch)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            metrics = reduce_metrics(step_metrics(outputs, used, mc.num_codebooks), accum, mc.num_codebooks, device)
+        grad_norm = engine.get_global_grad_norm()
+        guard.check_grad_norm(grad_norm, step)
+        validating = bool(cfg.val_every) and step % cfg.val_every == 0 and not cfg.dry_run
+        if step % cfg.log_every == 0 or step == cfg.max_steps or validating or cfg.dry_run:
+            metrics = reduce(outputs, used)
             seconds = time.perf_counter() - t0
             metrics.update(
                 lr=scheduler.get_last_lr()[0] if scheduler is not None else ds_config["optimizer"]["params"]["lr"],
-                grad_norm=float(engine.get_global_grad_norm() or 0.0),
+                grad_norm=float(grad_norm or 0.0),
                 frames_per_s=metrics.pop("frames") / seconds,
                 samples_per_s=micro * accum * world_size / seconds,
                 skipped_samples=float(loader.stats.num_bad),
+                skipped_nonfinite=float(guard.skipped),
+                **max_over_ranks(memory_mb(device), device),
             )
             if cfg.peak_tflops:
-                metrics["mfu"] = metrics["frames_per_s"] * flops_per_frame / (cfg.peak_tflops * 1e12 * world_size)
+                metrics["mfu"] = mfu(metrics["frames_per_s"], flops_per_frame, cfg.peak_tflops, world_size)
+            if validating:
+                last_val = validate(engine, make_val_loader, cfg.val_batches, to_inputs, reduce)
+                metrics.update(last_val)
             logger.log(step, metrics)
             last_metrics = metrics
+            if cfg.dry_run and is_main:
+                print(json.dumps({"dry_run_step": step, **metrics}), flush=True)
         logger.advance()
+        if cfg.dry_run:
+            continue
         faults.pause_after_step(step, lambda: preemption.requested)
         if preemption.agreed(device):
             tag = save(step) if last_saved != step else checkpoint.tag_for(step)
@@ -212,6 +264,10 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         if cfg.save_every and step % cfg.save_every == 0 and step != cfg.max_steps:
             save(step)
     logger.close()
+    if cfg.dry_run:
+        if is_main:
+            print("dry run done: no checkpoint, log or export written", flush=True)
+        return
 
     final_step = max(start_step, cfg.max_steps)
     tag = save(final_step) if last_saved != final_step else checkpoint.tag_for(final_step)
@@ -222,6 +278,14 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     dist.barrier()
     if cfg.verify_export:
         verify_export(engine, cfg, fixed if fixed is not None else next(batches), tokenizer, device, is_main)
+
+
+def max_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """The largest value of each scalar over ranks (memory: the fullest rank is the one that matters)."""
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return dict(zip(keys, t.tolist()))
 
 
 def resume_point(cfg: TrainConfig) -> tuple[int, str] | None:

@@ -1,0 +1,65 @@
+"""Stage loss weights, --dry-run, memory/MFU/validation in the logs, and the non-finite loss guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from mumo_ds.training import checkpoint
+from mumo_ds.training.stages import STAGES, Stage, loss_weights
+from tests.test_training import BIN, REPO, free_port, sample_data  # noqa: F401  (fixture)
+
+COMMON = ["--stage", "2", "--init-from", "scratch", "--ds-config", "ds_configs/zero2.json", "--crop-frames", "48",
+          "--micro-batch-size", "2", "--lr", "3e-3", "--warmup-steps", "1"]
+
+
+def torchrun(nproc: int, *args: str, fault: str = "") -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port()), "train.py", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "MUMO_FAULT": fault}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_stage_loss_weights_override_the_model_config():
+    model = {"music": 0.5, "motion": 0.5}
+    assert loss_weights(STAGES[2], model) == {"music": 0.85, "motion": 0.15}
+    assert loss_weights(STAGES[1], model) == {"music": 0.5, "motion": 1.0}
+    bad = Stage(**{**STAGES[1].__dict__, "loss_weights": {"motoin": 1.0}})
+    with pytest.raises(ValueError, match=r"unknown modalities \['motoin'\].*stages.py"):
+        loss_weights(bad, model)
+
+
+@pytest.mark.distributed
+def test_dry_run_prints_plan_and_one_step_and_writes_nothing(sample_data, tmp_path):  # noqa: F811
+    proc = torchrun(1, *COMMON, "--data", str(sample_data), "--runs-root", str(tmp_path / "runs"), "--dry-run",
+                    "--peak-tflops", "1.0")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "loss weights {'music': 0.85, 'motion': 0.15}" in proc.stdout and "[dry run" in proc.stdout
+    step = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith('{"dry_run_step"')))
+    assert step["dry_run_step"] == 1 and step["rss_mb"] > 10 and 0 < step["mfu"] < 1 and step["loss"] > 0
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.distributed
+def test_nan_losses_are_skipped_then_stop_the_run_keeping_the_last_checkpoint(sample_data, tmp_path):  # noqa: F811
+    # micro-batches (rank 1 only): 3 is NaN -> replaced by 4 (step 3); 5 is step 4 (saved, validated);
+    # 6, 7, 8 are NaN in a row -> stop at step 5 with --max-bad-steps 3, nothing saved for it
+    proc = torchrun(2, *COMMON, "--data", str(sample_data), "--runs-root", str(tmp_path), "--max-steps", "8",
+                    "--save-every", "2", "--val-every", "2", "--val-batches", "2", "--max-bad-steps", "3",
+                    fault="nan_loss:3,nan_loss:6,nan_loss:7,nan_loss:8")
+    assert proc.returncode != 0
+    assert "step 5: 3 micro-batches in a row had a non-finite loss" in proc.stderr, proc.stderr[-4000:]
+    assert "step00000004, is the last good state" in proc.stderr
+    run = tmp_path / "stage2"
+    assert [s for s, _ in checkpoint.committed(run / "checkpoints")] == [2, 4]
+    assert not list((run / "checkpoints").glob("*.tmp"))
+    lines = [json.loads(x) for x in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    assert [x["skipped_nonfinite"] for x in lines] == [0, 0, 1, 1]
+    assert all(x["rss_mb"] > 10 and x["peak_rss_mb"] >= x["rss_mb"] * 0.99 for x in lines)
+    val = {k: v for k, v in lines[3].items() if k.startswith("val_")}
+    assert {"val_loss", "val_loss_music", "val_loss_motion"} <= set(val) and "val_loss" not in lines[2]
+    meta = checkpoint.read_meta(run / "checkpoints", "step00000004")
+    assert meta["validation"] == val and meta["metrics"]["loss"] == lines[3]["loss"]
