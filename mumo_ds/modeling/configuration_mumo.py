@@ -139,7 +139,8 @@ class MuMoConfig(PretrainedConfig):
         self.captioning = captioning
         self.caption_decoder = dict(caption_decoder if caption_decoder is not None else CAPTION_DECODERS["t5-base"])
         self.caption_cross_stream = caption_cross_stream
-        kwargs.setdefault("tie_word_embeddings", False)
+        # The only tied tensors are the caption decoder's (T5 embeddings = LM head); music/motion heads never tie.
+        kwargs["tie_word_embeddings"] = bool(captioning)
         super().__init__(**kwargs)
 
     @property

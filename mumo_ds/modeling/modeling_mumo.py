@@ -171,6 +171,11 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         self.heads = nn.ModuleDict({m: CodebookHeads(k, v, d) for m in config.modalities})
         if config.captioning:
             self.caption_decoder = CaptionDecoder(d, config.caption_decoder)
+            # the T5 decoder's embeddings and LM head are one tensor; say so at the top level for save/load
+            self._tied_weights_keys = {
+                f"caption_decoder.t5.{name}": "caption_decoder.t5.shared.weight"
+                for name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
+            }
         self.dropout = nn.Dropout(config.dropout)
         self.gradient_checkpointing = False
         self.post_init()
