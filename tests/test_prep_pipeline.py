@@ -18,6 +18,7 @@ from test_music_codec import make_tiny_encodec, write_audio
 
 from mumo_ds.data import CodesLoader, Manifest
 from mumo_ds.data.check_shards import check_dir
+from mumo_ds.data.pairing import Record, make_sample
 from mumo_ds.data.prep import MergeError, PrepSettings, merge, plan_shards, run_task
 from mumo_ds.data.prep_motion import LSHMotionTokenizer, load_stats
 from mumo_ds.data.sample import CLIP_NAME, SAMPLE_MOTION_DIR
@@ -49,6 +50,7 @@ def inputs(tmp_path_factory) -> dict:
     np.save(root / "motion" / "a.npy", feats)
     bad = feats.copy()
     bad[7, 11] = np.nan
+    bad[9, 0] = np.inf
     np.save(root / "motion" / "nan.npy", bad)
     np.save(root / "motion" / "wide.npy", np.zeros((150, 264), np.float32))
     (root / "audio").mkdir()
@@ -333,3 +335,17 @@ def test_tokenizer_bugs_and_bad_codes_are_rejected_and_the_run_goes_on(inputs, t
     assert rejects["n50"]["reason"] == "error" and rejects["n50"]["message"] == "RuntimeError: boom"
     assert rejects["n60"]["reason"] == "range" and "motion.npy: values span 4096..4096" in rejects["n60"]["message"]
     assert _samples(tmp_path / "out")["n30"]["motion.npy"].shape == (4, 249)
+
+
+def test_an_offset_between_motion_frames_moves_the_audio_cut_with_it(inputs):
+    root = inputs["root"]
+    rec = Record(index=0, line=1, id="x", music=str(root / "audio" / "a.wav"), motion=str(root / "motion" / "a.npy"),
+                 motion_fps=60.0, captions={"music": "m", "motion": "d"}, music_offset=0.5, motion_offset=0.31)
+    tok = MusicTokenizer("encodec_32khz", inputs["codec"])
+    sample = make_sample(rec, tok, LSHMotionTokenizer(), inputs["mean"], inputs["std"])
+    # motion starts at frame round(0.31 * 50) = 16 (0.32 s), so the audio starts 0.01 s later too: 0.51 s
+    assert sample["meta"]["offsets"] == {"music": 0.51, "motion": 0.32}
+    num_frames = sample["motion"].shape[1]
+    assert num_frames == 125 - 16 == sample["music"].shape[1]
+    audio = load_mono(root / "audio" / "a.wav", 32000)[16320 : 16320 + num_frames * 640]
+    np.testing.assert_array_equal(sample["music"], tok.encode([audio])[0])

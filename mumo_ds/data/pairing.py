@@ -169,7 +169,7 @@ def make_sample(rec: Record, music_tok, motion_tok, mean: np.ndarray | None, std
     motion tokenizer (see prep_motion) and mean/std its normalisation. Raises InputError.
     """
     streams: dict[str, np.ndarray] = {}
-    music_start = rec.music_offset
+    music_start, motion_start = rec.music_offset, rec.motion_offset  # seconds into each file
     limit = None if rec.duration is None else int(math.floor(rec.duration * frame_rate + 1e-9))  # frames
     if rec.motion is not None:
         if motion_tok is None:
@@ -181,6 +181,7 @@ def make_sample(rec: Record, music_tok, motion_tok, mean: np.ndarray | None, std
         if music_start + start / frame_rate - rec.motion_offset < 0:  # rounding down would cut before the audio
             start += 1
         music_start += start / frame_rate - rec.motion_offset  # same instant as motion frame `start`
+        motion_start = start / frame_rate
         feats = feats[start : None if limit is None else start + limit]
         if feats.shape[0] < min_frames:
             raise InputError("too_short", rec.motion, f"{feats.shape[0]} motion frame(s) after offset {rec.motion_offset} s; need {min_frames}")
@@ -203,9 +204,9 @@ def make_sample(rec: Record, music_tok, motion_tok, mean: np.ndarray | None, std
     streams = {m: s[:, :num_frames].astype(np.int16) for m, s in streams.items()}
     meta = {
         "captions": {m: rec.captions[m] for m in streams},
-        "source": {"id": rec.id, **{m: rec.sources[m] for m in streams}},
+        "source": {"id": rec.id, **{m: rec.sources.get(m, getattr(rec, m)) for m in streams}},
         "duration": num_frames / frame_rate,
         "fps": frame_rate,
-        "offsets": {m: (music_start if m == "music" else rec.motion_offset) for m in streams},
+        "offsets": {m: round(music_start if m == "music" else motion_start, 6) for m in streams},  # as cut
     }
     return {"key": rec.id, **streams, "meta": meta}
