@@ -1,0 +1,35 @@
+"""BLEU-4 and ROUGE-L against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mumo_ds.eval.caption_metrics import corpus_bleu, rouge_l
+
+
+def test_identical_captions_score_one():
+    hyp = ["an upbeat funk track with slap bass"]
+    assert corpus_bleu(hyp, [hyp]) == pytest.approx(1.0)
+    assert rouge_l(hyp, [hyp]) == pytest.approx(1.0)
+
+
+def test_bleu_by_hand():
+    # hyp 6 words, ref 7 words: every 1-gram matches (6/6); n-grams across "wide arms" do not:
+    # 2-grams 4/5, 3-grams 3/4, 4-grams 2/3; brevity penalty exp(1 - 7/6)
+    hyp = ["a slow dance with wide arms"]
+    ref = [["a slow dance with wide open arms"]]
+    precisions = [6 / 6, 4 / 5, 3 / 4, 2 / 3]
+    expected = math.exp(1 - 7 / 6) * math.exp(sum(math.log(p) for p in precisions) / 4)
+    assert corpus_bleu(hyp, ref) == pytest.approx(expected)
+    assert corpus_bleu(["totally different words here"], ref) == 0.0
+
+
+def test_rouge_l_by_hand():
+    # LCS("a b c d", "a c d e") = 3: precision 3/4, recall 3/4, F = 0.75 for any beta
+    assert rouge_l(["a b c d"], [["a c d e"]]) == pytest.approx(0.75)
+    # best reference wins
+    assert rouge_l(["a b c d"], [["x y", "a b c d"]]) == pytest.approx(1.0)
+    p, r, beta = 2 / 4, 2 / 2, 1.2
+    assert rouge_l(["a b c d"], [["a d"]]) == pytest.approx((1 + beta**2) * p * r / (r + beta**2 * p))
