@@ -30,7 +30,7 @@ import torch
 from mumo_ds.data import CodesLoader, ShardWriter
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.configuration_mumo import TEXT_ENCODERS
-from mumo_ds.modeling.text import load_tokenizer, tokenize_captions
+from mumo_ds.modeling.text import load_tokenizer
 from mumo_ds.training.trainer import model_inputs
 
 FMT = {"name": "bench-random", "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}

@@ -37,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from .audio_io import load_mono, write_wav
+from .audio_io import AudioError, check_audible, load_mono, write_wav
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,8 +251,6 @@ class MusicTokenizer:
         start = int(round(offset_seconds * sr))
         stop = None if max_seconds is None else start + int(round(max_seconds * sr))
         wav = wav[start:stop]
-        from .audio_io import AudioError, check_audible
-
         if wav.size == 0:
             raise AudioError("too_short", path, f"no audio after offset {offset_seconds} s; fix offsets.music_seconds")
         check_audible(wav, path, allow_silent=self.allow_silent)
