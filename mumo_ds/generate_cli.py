@@ -3,10 +3,12 @@
     mumo-generate --model runs/stage2/export --task text2both --text "upbeat funk" --seconds 10 --out out/
     mumo-generate --model M --task music2motion --given song_codes.npy --out out/       # dance for given music
     mumo-generate --model M --task text2both --prompt-data data/sample --prompt-seconds 2 --out out/   # continue
+    mumo-generate --model runs/stage3/export --task music2text --given song_codes.npy --out out/   # caption
 
 Writes ``{stream}.npy`` (int16 codes [B, 4, T] at the model's frame rate), ``music.wav``
 when an EnCodec folder is available (``--codec``, default ``MODEL/codec``), motion features
-when a motion VQ-VAE folder is given (``--motion-vqvae``), and ``generation.json``.
+when a motion VQ-VAE folder is given (``--motion-vqvae``), and ``generation.json``. The captioning
+tasks (``music2text``, ``motion2text``; a stage-3 model) write ``captions.json`` instead.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from .data import CodesLoader
 from .modeling.generation import TASKS
 from .modeling.text import load_tokenizer, tokenize_captions
 
+CAPTION_TASKS = {"music2text": "music", "motion2text": "motion"}  # task -> stream described
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mumo-generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="exported HF folder (config.json, model.safetensors, tokenizer)")
-    p.add_argument("--task", default="text2both", choices=sorted(TASKS), help="what to generate from what")
+    p.add_argument("--task", default="text2both", choices=sorted(TASKS) + sorted(CAPTION_TASKS), help="what to generate from what")
     p.add_argument("--text", default=None, help="caption of the generated stream(s) (default: none)")
     p.add_argument("--seconds", type=float, default=10.0, help="output length (a given stream sets it instead)")
-    p.add_argument("--given", default=None, help="music2motion/motion2music: codes .npy [4,T] or [B,4,T] of the given stream")
+    p.add_argument("--given", default=None, help="music2motion/motion2music/*2text: codes .npy [4,T] or [B,4,T] of the given stream")
     p.add_argument("--prompt-data", default=None, help="shard folder: take the prompt / given stream from its first val sample")
     p.add_argument("--prompt-seconds", type=float, default=0.0, help="continue the first N seconds of --prompt-data")
     p.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance (1 = off)")
@@ -39,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--codec", default=None, help="EnCodec folder to decode music to WAV (default: MODEL/codec if present)")
+    p.add_argument("--num-beams", type=int, default=4, help="captioning: beam size (1 = greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="captioning: longest caption in tokens")
     p.add_argument("--motion-vqvae", default=None, help="motion VQ-VAE folder to decode motion codes to features")
     p.add_argument("--out", required=True, help="output folder")
     return p
@@ -55,7 +61,7 @@ def first_val_sample(data_dir: str, streams: tuple[str, ...], frames: int, cfg) 
 
 def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
     """The prompts dict of ``generate`` and the number of frames, from the task and inputs."""
-    generated, given = TASKS[args.task]
+    generated, given = TASKS.get(args.task) or ((), CAPTION_TASKS[args.task])
     num_frames = max(1, round(args.seconds * cfg.frame_rate))
     prompts: dict[str, torch.Tensor | None] = {m: None for m in generated}
     if given:
@@ -87,11 +93,24 @@ def write_music_wav(codes: torch.Tensor, codec_dir: Path, out: Path) -> Path:
     return path
 
 
+def write_captions(model, args, prompts: dict[str, torch.Tensor]) -> None:
+    stream = CAPTION_TASKS[args.task]
+    texts = model.caption(**{f"{stream}_codes": prompts[stream]}, num_beams=args.num_beams,
+                          max_new_tokens=args.max_new_tokens)[stream]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "captions.json").write_text(json.dumps({"task": args.task, "captions": texts}, indent=2))
+    for text in texts:
+        print(f"{stream}: {text}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     model = AutoModel.from_pretrained(args.model).eval()
     cfg = model.config
     prompts, num_frames = plan_prompts(args, cfg)
+    if args.task in CAPTION_TASKS:
+        return write_captions(model, args, prompts)
     generated, _ = TASKS[args.task]
     text = None
     if args.text:

@@ -104,3 +104,22 @@ def test_generate_cli_writes_codes_and_audio(tiny_model, tmp_path, task):
     if task == "music2motion":
         assert np.array_equal(np.load(out / "music.npy")[0], np.load(given))
     assert json.loads((out / "generation.json").read_text())["task"] == task
+
+
+@pytest.mark.parametrize("task", ["music2text", "motion2text"])
+def test_generate_cli_captions(tmp_path, task):
+    import torch
+
+    from mumo_ds.generate_cli import main
+    from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
+    from mumo_ds.modeling.text import load_tokenizer
+
+    torch.manual_seed(0)
+    MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", captioning=True)).save_pretrained(tmp_path / "model")
+    load_tokenizer("byt5").save_pretrained(tmp_path / "model")
+    given = tmp_path / "given.npy"
+    np.save(given, (np.arange(4 * 6).reshape(4, 6) * 97 % 2048).astype(np.int16))
+    main(["--model", str(tmp_path / "model"), "--task", task, "--given", str(given), "--num-beams", "2",
+          "--max-new-tokens", "5", "--out", str(tmp_path / "out")])
+    result = json.loads((tmp_path / "out" / "captions.json").read_text())
+    assert result["task"] == task and len(result["captions"]) == 1 and isinstance(result["captions"][0], str)
