@@ -83,14 +83,28 @@ def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
 def write_music_wav(codes: torch.Tensor, codec_dir: Path, out: Path) -> Path:
     """Decode music codes [B, K, T] with an EnCodec folder and write ``music.wav`` (first item)."""
     from scipy.io import wavfile
-    from transformers import EncodecModel
 
-    codec = EncodecModel.from_pretrained(codec_dir).eval()
+    from .tokenizers.music_codec import TransformersEncodec
+
+    codec = TransformersEncodec(codec_dir)
     with torch.inference_mode():
-        audio = codec.decode(codes[None].to(torch.long), [None])[0]  # [1, B, K, T] -> [B, 1, samples]
+        audio = codec.decode(codes.long())  # [B, K, T] -> [B, 1, T * hop]
     path = out / "music.wav"
-    wavfile.write(path, codec.config.sampling_rate, audio[0, 0].float().clamp(-1, 1).numpy())
+    wavfile.write(path, codec.info.sample_rate, audio[0, 0].float().clamp(-1, 1).cpu().numpy())
     return path
+
+
+def write_motion(codes: torch.Tensor, vqvae_dir: str, out: Path) -> list[str]:
+    """Decode motion codes [B, 4, T] with a motion VQ-VAE: features [B, T, 263] and joints [B, T, 22, 3]."""
+    from .tokenizers.motion_features import recover_joints
+    from .tokenizers.motion_vqvae import MotionVQVAE
+
+    vqvae = MotionVQVAE.from_pretrained(vqvae_dir).eval()
+    with torch.inference_mode():
+        features = vqvae.denormalize(vqvae.decode(codes.long())).float().cpu().numpy()
+    np.save(out / "motion_features.npy", features)
+    np.save(out / "motion_joints.npy", np.stack([recover_joints(f) for f in features]))
+    return ["motion_features.npy", "motion_joints.npy"]
 
 
 def write_captions(model, args, prompts: dict[str, torch.Tensor]) -> None:
@@ -133,13 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"note: no EnCodec folder at {codec}; music left as codes (pass --codec DIR to decode)")
     if "motion" in codes:
         if args.motion_vqvae:
-            from .tokenizers.motion_vqvae import MotionVQVAE
-
-            vqvae = MotionVQVAE.from_pretrained(args.motion_vqvae).eval()
-            with torch.inference_mode():
-                features = vqvae.decode(codes["motion"])
-            np.save(out / "motion_features.npy", features.float().cpu().numpy())
-            written.append("motion_features.npy")
+            written.extend(write_motion(codes["motion"], args.motion_vqvae, out))
         else:
             print("note: motion left as codes; pass --motion-vqvae DIR to decode them to motion features")
     (out / "generation.json").write_text(json.dumps({**vars(args), "num_frames": num_frames}, indent=2))

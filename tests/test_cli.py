@@ -87,8 +87,11 @@ def test_generate_cli_writes_codes_and_audio(tiny_model, tmp_path, task):
     tiny_codec(model_dir / "codec")
     given = tmp_path / "given.npy"
     np.save(given, (np.arange(4 * 6).reshape(4, 6) * 97 % 2048).astype(np.int16))
+    from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
+
+    MotionVQVAE(MotionVQVAEConfig.from_preset("tiny")).save_pretrained(tmp_path / "vqvae")
     main(["--model", str(model_dir), "--task", task, "--seconds", "0.1", "--text", "a dance", "--given", str(given),
-          "--out", str(tmp_path / "out")])
+          "--motion-vqvae", str(tmp_path / "vqvae"), "--out", str(tmp_path / "out")])
     out = tmp_path / "out"
     frames = 6 if task in ("music2motion", "motion2music") else 5
     streams = {"text2both": ("music", "motion"), "music2motion": ("music", "motion"),
@@ -101,6 +104,10 @@ def test_generate_cli_writes_codes_and_audio(tiny_model, tmp_path, task):
 
         rate, audio = wavfile.read(out / "music.wav")
         assert rate == 32000 and audio.shape == (frames * 640,)
+    if "motion" in streams:
+        assert np.load(out / "motion_features.npy").shape == (1, frames, 263)
+        joints = np.load(out / "motion_joints.npy")
+        assert joints.shape == (1, frames, 22, 3) and np.isfinite(joints).all()
     if task == "music2motion":
         assert np.array_equal(np.load(out / "music.npy")[0], np.load(given))
     assert json.loads((out / "generation.json").read_text())["task"] == task
