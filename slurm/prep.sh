@@ -2,7 +2,7 @@
 # Tokenize a JSONL of music/motion records into shards on Slurm: an array of tokenizer
 # tasks, then one merge job that writes manifest.json and rejects.jsonl.
 #
-# Usage (from the repository root, on a login node):
+# Usage (on a login node; paths are relative to the repository root; PYTHON defaults to .venv/bin/python):
 #   slurm/prep.sh --tasks 32 [--sbatch "--partition=gpu --time=08:00:00"] -- \
 #       --input data/raw/train.jsonl --out data/shards --split train \
 #       --codec-model checkpoints/encodec_32khz --motion-model checkpoints/motion_vqvae \
@@ -18,6 +18,8 @@
 # Re-submitting the same command after a failure redoes only the incomplete shards.
 # Merge by hand:       PREP_MODE=merge slurm/prep.sh -- --out data/shards --split train
 # Run one task here:   PREP_MODE=task SLURM_ARRAY_TASK_ID=0 SLURM_ARRAY_TASK_COUNT=4 slurm/prep.sh -- ...
+# Checked on a local single-node Slurm 22.05 (tests/slurm/start_cluster.sh): 3 tasks + merge, then a
+# re-submission after deleting one shard rebuilt only that shard.
 #
 #SBATCH --job-name=mumo-prep
 #SBATCH --nodes=1
@@ -41,8 +43,19 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 PREP_ARGS=("$@")
-PYTHON="${PYTHON:-python}"
 MODE="${PREP_MODE:-submit}"
+# Inside a job this script is Slurm's spool copy, so the repository comes from MUMO_REPO (exported
+# at submission) or the submit directory; relative paths in PREP_ARGS are relative to it.
+if [[ "$MODE" == submit ]]; then
+    MUMO_REPO="${MUMO_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+else
+    MUMO_REPO="${MUMO_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}"
+fi
+export MUMO_REPO
+cd "$MUMO_REPO"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
 
 case "$MODE" in
     submit)
