@@ -37,7 +37,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --tasks) TASKS="$2"; shift 2 ;;
         --sbatch) SBATCH_OPTS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^#SBATCH/{/^#SBATCH/d;p}' "$0"; exit 0 ;;
         --) shift; break ;;
         *) echo "slurm/prep.sh: unknown option $1 (put build_shards options after --)" >&2; exit 2 ;;
     esac
