@@ -87,6 +87,11 @@ class TransformersEncodec(CodecBackend):
         cfg = self.model.config
         if cfg.audio_channels != 1:
             raise ValueError(f"{model}: config.audio_channels={cfg.audio_channels}; the music tokenizer needs a mono codec")
+        if cfg.chunk_length_s is not None or cfg.normalize:
+            raise ValueError(
+                f"{model}: config has chunk_length_s={cfg.chunk_length_s}, normalize={cfg.normalize}; this backend "
+                "expects an unchunked, unnormalised codec such as encodec_32khz (it does its own chunking)"
+            )
         self.bandwidth = max(cfg.target_bandwidths)
         num_codebooks = self.model.quantizer.get_num_quantizers_for_bandwidth(self.bandwidth)
         self.info = CodecInfo(name, int(cfg.sampling_rate), int(round(cfg.frame_rate)), num_codebooks, int(cfg.codebook_size))
