@@ -130,3 +130,13 @@ def test_generate_cli_captions(tmp_path, task):
           "--max-new-tokens", "5", "--out", str(tmp_path / "out")])
     result = json.loads((tmp_path / "out" / "captions.json").read_text())
     assert result["task"] == task and len(result["captions"]) == 1 and isinstance(result["captions"][0], str)
+
+
+def test_lr_schedule_option_replaces_the_config_scheduler():
+    args = ["--stage", "1", "--ds-config", str(REPO / "ds_configs/zero2.json"), "--max-steps", "40", "--warmup-steps", "5"]
+    ds = load_ds_config(parse_config([*args, "--lr-schedule", "cosine", "--min-lr-ratio", "0.05"]), 1)
+    assert ds["scheduler"] == {"type": "WarmupCosineLR", "params": {
+        "total_num_steps": 40, "warmup_num_steps": 5, "warmup_min_ratio": 0.0, "cos_min_ratio": 0.05, "warmup_type": "linear"}}
+    assert load_ds_config(parse_config(args), 1)["scheduler"]["type"] == "WarmupDecayLR"  # the config's own
+    with pytest.raises(ValueError, match=r"--lr-schedule 'cosin': choose 'linear' or 'cosine'"):
+        load_ds_config(parse_config([*args, "--lr-schedule", "cosin"]), 1)

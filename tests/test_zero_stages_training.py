@@ -38,6 +38,10 @@ def setup(tmp_path_factory):
         for i in range(8):
             motion = rng.integers(0, 2048, (4, 48)).astype(np.int16)
             w.write(f"s{i:02d}", motion=motion, meta={"captions": {"motion": f"dance number {i}"}})
+    with ShardWriter(root / "data", "val", samples_per_shard=2, codec=MUSIC_CODEC, motion_tokenizer=MOTION_TOKENIZER) as w:
+        for i in range(4):
+            motion = rng.integers(0, 2048, (4, 48)).astype(np.int16)
+            w.write(f"v{i:02d}", motion=motion, meta={"captions": {"motion": f"val dance {i}"}})
     torch.manual_seed(0)
     config = MuMoConfig.from_preset("tiny", caption_dropout=0.0, music_codec=MUSIC_CODEC["name"],
                                     motion_tokenizer=MOTION_TOKENIZER["name"])
@@ -51,7 +55,7 @@ def train(root, name: str, nproc: int, ds_config: str, *extra: str):
     cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port()), "train.py",
            "--stage", "1", "--data", str(root / "data"), "--init-from", str(root / "init"), "--runs-root", str(runs),
            "--ds-config", f"ds_configs/{ds_config}", "--max-steps", str(STEPS), "--crop-frames", "48", "--no-shuffle",
-           "--lr", "3e-3", "--lr-schedule", "cosine", "--warmup-steps", "2", *extra]
+           "--lr", "3e-3", "--lr-schedule", "cosine", "--warmup-steps", "2", "--val-every", "2", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
@@ -60,12 +64,17 @@ def train(root, name: str, nproc: int, ds_config: str, *extra: str):
 
 @pytest.mark.distributed
 def test_zero_1_2_3_on_two_ranks_match_zero_0_on_one(setup):
-    reference = train(setup, "ref", 1, "zero0.json", "--micro-batch-size", "4")
+    # validation sees the same 4 val samples in every run: 1 batch of 4, 2 ranks x 1 batch of 2, 2 ranks x 2 of 1
+    reference = train(setup, "ref", 1, "zero0.json", "--micro-batch-size", "4", "--val-batches", "1")
     runs = {
-        "zero1": train(setup, "z1", 2, "zero1.json", "--micro-batch-size", "2"),
-        "zero2 accum 2": train(setup, "z2", 2, "zero2.json", "--micro-batch-size", "1", "--grad-accum", "2"),
-        "zero3": train(setup, "z3", 2, "zero3.json", "--micro-batch-size", "2"),
+        "zero1": train(setup, "z1", 2, "zero1.json", "--micro-batch-size", "2", "--val-batches", "1"),
+        "zero2 accum 2": train(setup, "z2", 2, "zero2.json", "--micro-batch-size", "1", "--grad-accum", "2",
+                               "--val-batches", "2"),
+        "zero3": train(setup, "z3", 2, "zero3.json", "--micro-batch-size", "2", "--val-batches", "1"),
     }
+    val = lambda run: [json.loads(x).get("val_loss_motion") for x in (run / "logs" / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    ref_val = val(reference)
+    assert ref_val[0] is None and ref_val[1] > 0 and ref_val[3] > 0, ref_val
     ref_losses = losses(reference)
     lrs = [json.loads(line)["lr"] for line in (reference / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert lrs[0] < lrs[1] and lrs[-1] < lrs[1], lrs  # warmup, then cosine decay
@@ -73,6 +82,7 @@ def test_zero_1_2_3_on_two_ranks_match_zero_0_on_one(setup):
     ref_weights = load_file(reference / "export" / "model.safetensors")
     for name, run in runs.items():
         assert losses(run) == pytest.approx(ref_losses, rel=1e-5, abs=1e-6), name
+        assert val(run) == pytest.approx(ref_val, rel=1e-5, abs=1e-6), name
         assert [json.loads(x)["lr"] for x in (run / "logs" / "metrics.jsonl").read_text().splitlines()] == lrs, name
         weights = load_file(run / "export" / "model.safetensors")
         for key, value in weights.items():
