@@ -84,6 +84,33 @@ def test_pruning_keeps_the_newest_and_every_nth():
     assert checkpoint.to_delete([2, 4, 6], keep_last=1, keep_every=0) == [2, 4]
 
 
+def test_rank_state_restores_every_rng_and_the_data_position(tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    class Loader:
+        position = {"draws": 7}
+
+        def state_dict(self):
+            return dict(self.position)
+
+        def load_state_dict(self, state):
+            self.position = state
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    (tmp_path / "rank_state1.json").write_text(json.dumps(checkpoint.rank_state(Loader())))
+    draws = lambda: (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: E731
+    expected = draws()
+    loader = Loader()
+    loader.position = {}
+    checkpoint.restore_rank_state(tmp_path, 1, loader)
+    assert draws() == expected and loader.position == {"draws": 7}
+    with pytest.raises(FileNotFoundError, match=r"rank_state0.json: missing, the checkpoint holds \['rank_state1.json'\]"):
+        checkpoint.restore_rank_state(tmp_path, 0, loader)
+
+
 def test_no_resume_refuses_a_run_folder_with_checkpoints(tmp_path):
     from mumo_ds.training.config import parse_config
     from mumo_ds.training.trainer import resume_point
