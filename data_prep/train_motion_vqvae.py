@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = MotionVQVAE(config).to(device)
     model.set_feature_stats(torch.from_numpy(mean), torch.from_numpy(std))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    wrapped = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if world > 1 else model
+    wrapped = torch.nn.parallel.DistributedDataParallel(model, forward_sync_buffers=False) if world > 1 else model
 
     start = 0
     latest = latest_checkpoint(ckpt_root) if args.resume else None

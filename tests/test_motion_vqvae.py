@@ -171,3 +171,20 @@ def test_codes_cli_encode_decode(tmp_path):
     np.save(bad, np.zeros((10, 200), np.float32))
     with pytest.raises(ValueError, match="bad.npy"):
         motion_codes.main(["encode", "--model", str(model_dir), "--features", str(bad), "--fps", "60", "--out", str(codes_file)])
+
+
+@pytest.mark.distributed
+def test_trainer_runs_under_torchrun_with_two_ranks(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "data_prep.train_motion_vqvae",
+           "--preset", "tiny", "--out", str(out), "--steps", "2", "--window", "16", "--batch-size", "4", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints" / "step_00000002").glob("rng_rank*")) == ["rng_rank0.safetensors", "rng_rank1.safetensors"]
+    assert json.loads((out / "report.json").read_text())["world_size"] == 2
+    assert [json.loads(x)["step"] for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
