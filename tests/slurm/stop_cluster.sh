@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Stop the test cluster started by tests/slurm/start_cluster.sh.
+#
+# Usage: tests/slurm/stop_cluster.sh [STATE_DIR]        # default STATE_DIR: /tmp/mumo-slurm
+#
+# Stops only the daemons recorded in STATE_DIR/pids (slurmd, slurmctld, and munged when start_cluster
+# started it), by PID, after checking /proc/PID/comm names that daemon (a stale PID reused by another
+# process is left alone). SIGTERM, wait up to 10 s, then SIGKILL. A stopped daemon that lingers as a
+# zombie (this sandbox's PID 1 reaps late) counts as stopped. Jobs still running are cancelled first.
+set -euo pipefail
+
+DIR="${1:-${MUMO_SLURM_DIR:-/tmp/mumo-slurm}}"
+PIDS="$DIR/pids"
+say() { echo "stop_cluster: $*" >&2; }
+
+if [[ ! -f "$PIDS" ]]; then
+    say "nothing recorded in $PIDS: not started by start_cluster.sh, or already stopped"
+    exit 0
+fi
+
+alive() {  # alive PID NAME: running (not a zombie) and still that daemon
+    local pid="$1" name="$2" stat comm
+    comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
+    [[ "$comm" == "$name" ]] || return 1
+    stat="$(ps -o stat= -p "$pid" 2>/dev/null | tr -d ' ')" || return 1
+    [[ -n "$stat" && "$stat" != Z* ]]
+}
+
+if [[ -f "$DIR/slurm.conf" ]] && command -v scancel >/dev/null; then
+    SLURM_CONF="$DIR/slurm.conf" scancel --full --quiet --user root 2>/dev/null || true
+fi
+
+# slurmd first (it reports to slurmctld), munged last
+for name in slurmd slurmctld munged; do
+    pid="$(awk -v n="$name" '$1 == n {print $2}' "$PIDS")"
+    [[ -n "$pid" ]] || continue
+    if ! alive "$pid" "$name"; then
+        say "$name ($pid) is not running"
+        continue
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do alive "$pid" "$name" || break; sleep 0.1; done
+    if alive "$pid" "$name"; then
+        say "$name ($pid) ignored SIGTERM for 10 s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        for _ in $(seq 20); do alive "$pid" "$name" || break; sleep 0.1; done
+    fi
+    alive "$pid" "$name" && { say "could not stop $name ($pid)"; exit 1; }
+    say "stopped $name ($pid)"
+done
+rm -f "$PIDS"
