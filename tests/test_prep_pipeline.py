@@ -80,11 +80,13 @@ def inputs(tmp_path_factory) -> dict:
     text = "".join(("{not json" if r is None else json.dumps(r)) + "\n" for r in lines)
     (root / "records.jsonl").write_text(text)
     mean, std = load_stats(SAMPLE_MOTION_DIR / "Mean.npy", SAMPLE_MOTION_DIR / "Std.npy")
-    return {"root": root, "jsonl": root / "records.jsonl", "codec": codec, "mean": mean, "std": std, "feats": feats}
+    music_tok = MusicTokenizer("encodec_32khz", codec)  # shared: the model loads once for all builds
+    return {"root": root, "jsonl": root / "records.jsonl", "codec": codec, "mean": mean, "std": std, "feats": feats,
+            "music_tok": music_tok}
 
 
 def build(inputs, out: Path, *, num_tasks: int = 1, task_ids=None, workers: int = 1, do_merge: bool = True):
-    music_tok = MusicTokenizer("encodec_32khz", inputs["codec"])
+    music_tok = inputs["music_tok"]
     settings = PrepSettings(split="train", samples_per_shard=3, num_tasks=num_tasks, min_frames=10,
                             codec=music_tok.info, motion_tokenizer=LSHMotionTokenizer.info)
     reports = [
@@ -161,7 +163,7 @@ def test_paired_streams_share_one_timeline(built, inputs):
     motion50 = resample_linear((inputs["feats"] - inputs["mean"]) / inputs["std"], 60, 50)
     np.testing.assert_array_equal(p0["motion.npy"], lsh_codes(motion50[15:]))
     # music: the audio from 0.5 s (the same instant), cut to the motion's 110 frames
-    tok = MusicTokenizer("encodec_32khz", inputs["codec"])
+    tok = inputs["music_tok"]
     audio = load_mono(inputs["root"] / "audio" / "a.wav", 32000)[16000 : 16000 + 110 * 640]
     np.testing.assert_array_equal(p0["music.npy"], tok.encode([audio])[0])
     assert p0["json"]["captions"] == {"music": "funk with horns", "motion": "waacking arm whips"}
@@ -341,7 +343,7 @@ def test_an_offset_between_motion_frames_moves_the_audio_cut_with_it(inputs):
     root = inputs["root"]
     rec = Record(index=0, line=1, id="x", music=str(root / "audio" / "a.wav"), motion=str(root / "motion" / "a.npy"),
                  motion_fps=60.0, captions={"music": "m", "motion": "d"}, music_offset=0.5, motion_offset=0.31)
-    tok = MusicTokenizer("encodec_32khz", inputs["codec"])
+    tok = inputs["music_tok"]
     sample = make_sample(rec, tok, LSHMotionTokenizer(), inputs["mean"], inputs["std"])
     # motion starts at frame round(0.31 * 50) = 16 (0.32 s), so the audio starts 0.01 s later too: 0.51 s
     assert sample["meta"]["offsets"] == {"music": 0.51, "motion": 0.32}
