@@ -44,7 +44,7 @@ from mumo_ds.tokenizers.motion_checkpoint import (
     write_rank_state,
 )
 from mumo_ds.tokenizers.motion_features import denormalize, load_features, load_stats, normalize, resample_features
-from mumo_ds.tokenizers.motion_metrics import mpjpe_mm, perplexity
+from mumo_ds.tokenizers.motion_metrics import mpjpe_mm, perplexity, perplexity_from_counts
 from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
 from mumo_ds.tokenizers.motion_vqvae_config import PRESETS
 
@@ -189,14 +189,13 @@ def train_step(model: MotionVQVAE, wrapped: torch.nn.Module, optimizer, batch: t
     if world > 1:
         for buf in model.quantizer.buffers():  # restarts drew from rank 0's batch on every rank: keep rank 0's
             dist.broadcast(buf, 0)
-    k = model.config.codebook_size
     return {
         "loss": losses[0].item(),
         "recon_loss": losses[1].item(),
         "commit_loss": losses[2].item(),
         "lr": lr,
         "restarted": restarted,
-        "batch_perplexity": [round(perplexity(np.repeat(np.arange(k), c.long().cpu().numpy()), k), 3) for c in counts],
+        "batch_perplexity": [round(perplexity_from_counts(c.cpu().numpy()), 3) for c in counts],
     }
 
 

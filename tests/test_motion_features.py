@@ -92,6 +92,8 @@ def test_same_rate_roundtrip_features_joints_features(clip):
     np.testing.assert_allclose(again[:, :67], clip[:, :67], atol=1e-6)  # root + positions
     np.testing.assert_allclose(again[:, LOCAL_VEL], clip[:, LOCAL_VEL], atol=1e-6)
     assert np.array_equal(again[:, ROT6D], clip[:, ROT6D])
+    same_rate = resample_features(clip, 60, 60, contacts="nearest")  # the whole resampling path at 60 -> 60
+    np.testing.assert_allclose(same_rate, clip, atol=1e-5)
 
 
 @pytest.mark.parametrize("dst_fps, rows", [(50, 599), (20, 239)])

@@ -188,3 +188,11 @@ def test_trainer_runs_under_torchrun_with_two_ranks(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints" / "step_00000002").glob("rng_rank*")) == ["rng_rank0.safetensors", "rng_rank1.safetensors"]
     assert json.loads((out / "report.json").read_text())["world_size"] == 2
     assert [json.loads(x)["step"] for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_perplexity_counts_effective_codes():
+    from mumo_ds.tokenizers.motion_metrics import perplexity
+
+    assert perplexity(np.array([3, 3, 3]), 2048) == 1.0
+    assert perplexity(np.arange(16), 2048) == pytest.approx(16.0)
+    assert perplexity(np.array([0, 0, 0, 1]), 2048) == pytest.approx(np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25))))

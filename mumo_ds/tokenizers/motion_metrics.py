@@ -19,8 +19,13 @@ def mpjpe_mm(pred_feats: np.ndarray, true_feats: np.ndarray) -> dict[str, float]
     return {"mpjpe_mm": float(err.mean() * 1000), "mpjpe_root_relative_mm": float(rel.mean() * 1000)}
 
 
-def perplexity(codes: np.ndarray, codebook_size: int) -> float:
-    """Code ids [N] -> exp(entropy of their histogram): the effective number of codes used."""
-    counts = np.bincount(codes.reshape(-1).astype(np.int64), minlength=codebook_size).astype(np.float64)
+def perplexity_from_counts(counts: np.ndarray) -> float:
+    """Assignments per code [K] -> exp(entropy of the usage distribution): the effective number of codes used."""
+    counts = np.asarray(counts, dtype=np.float64)
     p = counts[counts > 0] / counts.sum()
     return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def perplexity(codes: np.ndarray, codebook_size: int) -> float:
+    """Code ids [N] -> :func:`perplexity_from_counts` of their histogram."""
+    return perplexity_from_counts(np.bincount(codes.reshape(-1).astype(np.int64), minlength=codebook_size))
