@@ -17,7 +17,8 @@ from .motion_features import geometric_features, kinetic_features
 
 
 def _zscore(generated: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean, std = reference.mean(axis=0), reference.std(axis=0) + 1e-8
+    mean, std = reference.mean(axis=0), reference.std(axis=0)
+    std = np.where(std < 1e-6, 1.0, std)  # a feature constant over the references is only centred
     return (generated - mean) / std, (reference - mean) / std
 
 

@@ -1,0 +1,236 @@
+"""``mumo-eval``: evaluate every checkpoint of a run with fixed seeds, to pick the one before overfitting.
+
+    mumo-eval --checkpoints runs/stage2 --task music2motion --seconds 5 --num-samples 300 \
+        --guidance-scale 4 --data data/sample --motion-vqvae vqvae/ --codec runs/init/codec --out eval/
+
+``--checkpoints`` takes run folders (every checkpoint under ``checkpoints/`` plus ``export/``), HF model
+folders, DeepSpeed checkpoint tag folders, or globs of these. For each checkpoint, the val split's
+first ``--num-samples`` samples are used as conditions and references, generated with seeds
+``seed + i``. Motion tasks report FID_k, FID_m, Div_k, Div_m (and the Beat Align Score when music
+can be decoded); music tasks report the Fréchet distance of EnCodec embeddings. Results are kept per
+checkpoint in ``OUT/results/NAME.json`` (finished checkpoints are not recomputed), and summarised in
+``OUT/table.csv``, ``OUT/table.md``, one PNG per metric and ``OUT/best.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import CodesLoader
+from ..modeling import MuMoConfig, MuMoForConditionalGeneration
+from ..modeling.generation import TASKS
+from ..modeling.text import load_tokenizer, tokenize_captions
+from ..viz.plots import plot_metric
+from .motion_metrics import beat_align_score, motion_beats, motion_metrics, music_beats
+from .music_metrics import EncodecEmbedder, music_fd
+
+LOWER_IS_BETTER = ("fid", "fd")
+
+
+# ------------------------------------------------------------------ checkpoints
+def find_checkpoints(patterns: list[str]) -> list[Path]:
+    """HF folders and DeepSpeed tag folders named by ``patterns`` (run folders expand to their checkpoints)."""
+    found: list[Path] = []
+    for pattern in patterns:
+        for path in sorted(Path(p) for p in glob.glob(pattern)) or [Path(pattern)]:
+            if (path / "checkpoints").is_dir():
+                found += sorted(p for p in (path / "checkpoints").iterdir() if _is_ds_tag(p))
+                found += [path / "export"] if (path / "export" / "config.json").is_file() else []
+            elif (path / "config.json").is_file() or _is_ds_tag(path):
+                found.append(path)
+            else:
+                raise FileNotFoundError(f"--checkpoints {pattern}: {path} is neither a run, an HF folder nor a checkpoint")
+    return found
+
+
+def _is_ds_tag(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("*model_states.pt"))
+
+
+def load_checkpoint(path: Path) -> MuMoForConditionalGeneration:
+    """An HF folder directly; a DeepSpeed tag consolidated to fp32 with its run's model config."""
+    if (path / "config.json").is_file():
+        return MuMoForConditionalGeneration.from_pretrained(path).eval()
+    from ..training.export import consolidated_state_dict
+
+    run = path.parent.parent
+    config_dir = run / "export"
+    if not (config_dir / "config.json").is_file():
+        init = json.loads((run / "train_config.json").read_text()).get("init_from", "")
+        config_dir = Path(init)
+    if not (config_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no model config found in {run / 'export'} or the run's init_from")
+    zero_stage = json.loads((run / "ds_config.json").read_text())["zero_optimization"]["stage"]
+    model = MuMoForConditionalGeneration(MuMoConfig.from_pretrained(config_dir))
+    model.load_state_dict(consolidated_state_dict(path.parent, path.name, zero_stage))
+    model.freeze_text_encoder()
+    return model.eval()
+
+
+def checkpoint_name(path: Path) -> str:
+    return path.name if path.name != "export" else f"{path.parent.name}-export"
+
+
+# ---------------------------------------------------------------------- decoding
+class Decoders:
+    """Codes -> waveforms / joints, with the codec and the motion VQ-VAE when given."""
+
+    def __init__(self, codec: str | None, motion_vqvae: str | None):
+        self.codec = self.vqvae = None
+        if codec:
+            from ..tokenizers.music_codec import TransformersEncodec
+
+            self.codec = TransformersEncodec(codec)
+            self.embed = EncodecEmbedder(codec)
+        if motion_vqvae:
+            from ..tokenizers.motion_vqvae import MotionVQVAE
+
+            self.vqvae = MotionVQVAE.from_pretrained(motion_vqvae).eval()
+
+    def audio(self, codes: torch.Tensor) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return [a[0].float().numpy() for a in self.codec.decode(codes.long())]
+
+    def joints(self, codes: torch.Tensor) -> list[np.ndarray]:
+        from ..tokenizers.motion_features import recover_joints
+
+        with torch.inference_mode():
+            features = self.vqvae.denormalize(self.vqvae.decode(codes.long())).float().numpy()
+        return [recover_joints(f) for f in features]
+
+
+# --------------------------------------------------------------------- evaluation
+def conditions(args, cfg) -> list[dict]:
+    """The first ``num_samples`` val samples that have the streams the task needs, as batches."""
+    generated, given = TASKS[args.task]
+    streams = tuple(sorted(set(generated) | ({given} if given else set()), key=("music", "motion").index))
+    loader = CodesLoader(
+        args.data, "val", batch_size=args.batch_size, crop_frames=round(args.seconds * cfg.frame_rate),
+        streams=streams, shuffle=False, kinds=(streams,),
+        expect=dict(num_codebooks=cfg.num_codebooks, codebook_size=cfg.codebook_size, frame_rate=cfg.frame_rate),
+    )
+    batches = []
+    for batch in loader:
+        if loader.state_dict()["epoch"] > 0:  # the loader is infinite: one pass over val is all there is
+            break
+        batches.append(batch)
+        if sum(len(b["keys"]) for b in batches) >= args.num_samples:
+            break
+    return batches
+
+
+def evaluate_checkpoint(model, args, batches: list[dict], decoders: Decoders) -> dict[str, float]:
+    generated, given = TASKS[args.task]
+    tokenizer = load_tokenizer(model.name_or_path) if (Path(model.name_or_path) / "tokenizer_config.json").is_file() else load_tokenizer(model.config.text_tokenizer)
+    outputs = {m: [] for m in generated}
+    references = {m: [] for m in generated}
+    conditions_music = []
+    for i, batch in enumerate(batches):
+        prompts = {m: None for m in generated}
+        if given:
+            prompts[given] = batch[f"{given}_codes"]
+        text = {}
+        for m in generated:
+            ids, mask = tokenize_captions(tokenizer, batch[f"{m}_captions"], model.config.max_caption_tokens)
+            text[m] = (ids, mask)
+        frames = batch[f"{generated[0]}_codes"].shape[-1]
+        codes = model.generate(frames, prompts, text, guidance_scale=args.guidance_scale, top_k=args.top_k,
+                               seed=args.seed + i, batch_size=len(batch["keys"]))
+        for m in generated:
+            outputs[m].append(codes[m])
+            references[m].append(batch[f"{m}_codes"])
+        if given == "music" or "music" in generated:  # the music the dance should follow
+            conditions_music.append(codes["music"])
+    result: dict[str, float] = {"num_samples": float(sum(len(b["keys"]) for b in batches))}
+    fps = model.config.frame_rate
+    if "motion" in generated:
+        if decoders.vqvae is None:
+            raise SystemExit("motion metrics need --motion-vqvae DIR (codes -> features -> joints)")
+        gen = [j for c in outputs["motion"] for j in decoders.joints(c)]
+        ref = [j for c in references["motion"] for j in decoders.joints(c)]
+        result.update(motion_metrics(gen, ref, fps))
+        if decoders.codec is not None and conditions_music:
+            audio = [a for c in conditions_music for a in decoders.audio(c)]
+            rate = decoders.codec.info.sample_rate
+            scores = [beat_align_score(music_beats(a, rate), motion_beats(j, fps)) for a, j in zip(audio, gen)]
+            result["beat_align"] = float(np.mean(scores))
+    if "music" in generated:
+        if decoders.codec is None:
+            raise SystemExit("music metrics need --codec DIR (an EnCodec folder to decode codes to audio)")
+        gen = [a for c in outputs["music"] for a in decoders.audio(c)]
+        ref = [a for c in references["music"] for a in decoders.audio(c)]
+        result["fd_encodec"] = music_fd(gen, ref, decoders.codec.info.sample_rate, decoders.embed)
+    return result
+
+
+def summarise(rows: list[tuple[str, dict]], args, out: Path) -> None:
+    metrics = [k for k in rows[0][1] if k != "num_samples"]
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["checkpoint", *metrics])
+        writer.writerows([[name, *(r.get(k, "") for k in metrics)] for name, r in rows])
+    lines = [f"# {args.task}, guidance scale {args.guidance_scale:g}", ""]
+    lines += [f"- {name}, gs{args.guidance_scale:g}: " + ", ".join(f"{k} {r[k]:.4g}" for k in metrics if k in r) for name, r in rows]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    for k in metrics:
+        plot_metric([n for n, _ in rows], [r.get(k, float("nan")) for _, r in rows], k, out / f"{k}.png")
+    key = args.best_by if args.best_by in metrics else metrics[0]
+    pick = min if key.startswith(LOWER_IS_BETTER) else max
+    best = pick(rows, key=lambda row: row[1][key])
+    (out / "best.json").write_text(json.dumps({"metric": key, "checkpoint": best[0], "value": best[1][key]}, indent=2))
+    print("\n".join(lines[2:]))
+    print(f"best by {key}: {best[0]} ({best[1][key]:.4g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mumo-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoints", nargs="+", required=True, help="run folders, HF folders, checkpoint folders or globs")
+    p.add_argument("--task", default="music2motion", choices=sorted(TASKS))
+    p.add_argument("--data", required=True, help="shard folder; its val split gives conditions and references")
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--num-samples", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--guidance-scale", type=float, default=4.0)
+    p.add_argument("--top-k", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--codec", default=None, help="EnCodec folder (music decoding, music metrics, beat alignment)")
+    p.add_argument("--motion-vqvae", default=None, help="motion VQ-VAE folder (motion metrics)")
+    p.add_argument("--best-by", default="fid_k", help="metric that picks the best checkpoint")
+    p.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    decoders = Decoders(args.codec, args.motion_vqvae)
+    rows, batches = [], None
+    for path in find_checkpoints(args.checkpoints):
+        name = checkpoint_name(path)
+        result_file = out / "results" / f"{name}.json"
+        if result_file.is_file():  # resumable: finished checkpoints are kept
+            rows.append((name, json.loads(result_file.read_text())))
+            continue
+        model = load_checkpoint(path)
+        batches = batches or conditions(args, model.config)
+        result = evaluate_checkpoint(model, args, batches, decoders)
+        tmp = result_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(result_file)
+        rows.append((name, result))
+        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()), flush=True)
+    if not rows:
+        raise SystemExit(f"no checkpoints found in {args.checkpoints}")
+    summarise(rows, args, out)
+
+
+if __name__ == "__main__":
+    main()

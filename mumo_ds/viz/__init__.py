@@ -1,0 +1,1 @@
+"""Pictures: stick-figure motion animations and metric / loss plots."""

@@ -1,0 +1,80 @@
+"""Stick-figure animations of 22-joint motion: GIF always, MP4 (with music muxed in) when ffmpeg exists.
+
+    render_motion([generated, reference], "dance.gif", fps=50, titles=["generated", "reference"])
+
+Several clips are drawn side by side (a grid of one row), all with the same scale, seen from
+the front (X right, Y up), following the root so the dancer stays in frame.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CHAINS = [[0, 2, 5, 8, 11], [0, 1, 4, 7, 10], [0, 3, 6, 9, 12, 15], [9, 14, 17, 19, 21], [9, 13, 16, 18, 20]]
+COLOURS = [(200, 60, 60), (60, 60, 200), (40, 40, 40), (220, 120, 40), (40, 140, 220)]
+
+
+def _frames(clips: list[np.ndarray], size: int, titles: list[str] | None) -> list[Image.Image]:
+    clips = [np.asarray(c, dtype=np.float64) for c in clips]
+    length = min(len(c) for c in clips)
+    extent = max(np.abs(c[:, :, :2] - c[:, :1, :2] * np.array([1, 0])).max() for c in clips) + 0.1
+    scale = size / (2 * extent)
+    images = []
+    for t in range(length):
+        image = Image.new("RGB", (size * len(clips), size), "white")
+        draw = ImageDraw.Draw(image)
+        for i, clip in enumerate(clips):
+            pose = clip[t]
+            x = (pose[:, 0] - pose[0, 0]) * scale + size * (i + 0.5)  # follow the root horizontally
+            y = size - (pose[:, 1] * scale + 0.05 * size)
+            for chain, colour in zip(CHAINS, COLOURS):
+                draw.line([(x[j], y[j]) for j in chain], fill=colour, width=3)
+            if titles:
+                draw.text((size * i + 5, 5), titles[i], fill="black")
+        images.append(image)
+    return images
+
+
+def render_motion(
+    clips: list[np.ndarray] | np.ndarray,
+    path: str | Path,
+    fps: float,
+    titles: list[str] | None = None,
+    audio: str | Path | None = None,
+    size: int = 256,
+) -> Path:
+    """Animate joint clips [T, 22, 3] side by side to ``path`` (.gif, or .mp4 through ffmpeg).
+
+    For .mp4, ``audio`` (a WAV file) is muxed in. Without ffmpeg, .mp4 falls back to .gif next to it.
+    """
+    if isinstance(clips, np.ndarray) and clips.ndim == 3:
+        clips = [clips]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = _frames(list(clips), size, titles)
+    if path.suffix == ".mp4":
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg:
+            return _write_mp4(frames, path, fps, audio, ffmpeg)
+        path = path.with_suffix(".gif")
+        print(f"note: ffmpeg not found; writing {path} instead of an MP4")
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+def _write_mp4(frames: list[Image.Image], path: Path, fps: float, audio, ffmpeg: str) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, frame in enumerate(frames):
+            frame.save(Path(tmp) / f"{i:06d}.png")
+        cmd = [ffmpeg, "-y", "-loglevel", "error", "-framerate", str(fps), "-i", str(Path(tmp) / "%06d.png")]
+        if audio:
+            cmd += ["-i", str(audio), "-shortest"]
+        cmd += ["-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(path)]
+        subprocess.run(cmd, check=True)
+    return path
