@@ -289,6 +289,9 @@ def test_build_shards_cli_runs_and_merges(inputs, tmp_path, capsys, monkeypatch)
     # configuration errors stop before any work, with the option to fix
     assert main(["--input", str(inputs["jsonl"]), "--out", str(tmp_path / "nocodec"), "--motion-tokenizer", "sample-lsh"]) == 2
     assert "records have music but no music tokenizer is configured; pass --codec-model" in capsys.readouterr().err
+    assert main(["--input", str(inputs["jsonl"]), "--out", str(tmp_path / "nostats"), "--codec-model", str(inputs["codec"]),
+                 "--motion-tokenizer", "sample-lsh"]) == 2
+    assert "no Mean/Std to normalise it; pass --motion-mean and --motion-std" in capsys.readouterr().err
     monkeypatch.setitem(__import__("sys").modules, "encodec", None)  # as if the extra were not installed
     assert main(["--input", str(inputs["jsonl"]), "--out", str(tmp_path / "x"), "--codec", "encodec_24khz"]) == 2
     assert "needs the optional encodec package" in capsys.readouterr().err
@@ -309,7 +312,7 @@ def test_slurm_script_parses_and_builds_the_right_commands(tmp_path):
 
 
 class MisbehavingTokenizer:
-    """A stand-in motion tokenizer: raises on 150-frame input, emits out-of-range codes on 125 frames."""
+    """A stand-in motion tokenizer: raises on 150-frame input, emits out-of-range int64 codes on 125 frames."""
 
     name = "misbehaving"
     info = {"name": "misbehaving", "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}
@@ -320,7 +323,7 @@ class MisbehavingTokenizer:
     def encode(self, feats):
         if feats.shape[0] == 150:
             raise RuntimeError("boom")
-        return np.full((4, feats.shape[0]), 4096 if feats.shape[0] == 125 else 7, np.int16)
+        return np.full((4, feats.shape[0]), 65536 + 7 if feats.shape[0] == 125 else 7, np.int64)  # int16 would wrap to 7
 
 
 def test_tokenizer_bugs_and_bad_codes_are_rejected_and_the_run_goes_on(inputs, tmp_path):
@@ -335,7 +338,7 @@ def test_tokenizer_bugs_and_bad_codes_are_rejected_and_the_run_goes_on(inputs, t
     merge(tmp_path / "out", "val")
     rejects = {r["id"]: r for r in map(json.loads, (tmp_path / "out" / "rejects.jsonl").read_text().splitlines())}
     assert rejects["n50"]["reason"] == "error" and rejects["n50"]["message"] == "RuntimeError: boom"
-    assert rejects["n60"]["reason"] == "range" and "motion.npy: values span 4096..4096" in rejects["n60"]["message"]
+    assert rejects["n60"]["reason"] == "range" and "motion.npy: values span 65543..65543" in rejects["n60"]["message"]
     assert _samples(tmp_path / "out")["n30"]["motion.npy"].shape == (4, 249)
 
 

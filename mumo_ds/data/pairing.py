@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from mumo_ds.tokenizers.audio_io import AudioError
+
 from .prep_motion import InputError, default_resample, load_motion
 from .validate import CodesError, check_key
 
@@ -163,7 +165,7 @@ def reject_entry(index: int, rid: str | None, exn: Exception, line: int | None =
 
 def make_sample(rec: Record, music_tok, motion_tok, mean: np.ndarray | None, std: np.ndarray | None,
                 *, frame_rate: int = 50, min_frames: int = 1) -> dict:
-    """Tokenize one record -> {"key", "music"?: int16 [K, T], "motion"?: int16 [K, T], "meta"}.
+    """Tokenize one record -> {"key", "music"?: int [K, T], "motion"?: int [K, T], "meta"}.
 
     ``music_tok`` is a MusicTokenizer (or None when no record has music), ``motion_tok`` a
     motion tokenizer (see prep_motion) and mean/std its normalisation. Raises InputError.
@@ -185,23 +187,25 @@ def make_sample(rec: Record, music_tok, motion_tok, mean: np.ndarray | None, std
         feats = feats[start : None if limit is None else start + limit]
         if feats.shape[0] < min_frames:
             raise InputError("too_short", rec.motion, f"{feats.shape[0]} motion frame(s) after offset {rec.motion_offset} s; need {min_frames}")
-        normed = ((feats - mean) / std).astype(np.float32) if mean is not None else feats
+        if mean is None or std is None:  # a tokenizer may carry its own statistics
+            mean, std = getattr(motion_tok, "mean", None), getattr(motion_tok, "std", None)
+        if mean is None or std is None:
+            raise InputError("bad_record", rec.motion, "no motion Mean/Std to normalise with; pass --motion-mean and --motion-std")
+        normed = ((feats - mean) / std).astype(np.float32)  # [T, 263]
         streams["motion"] = np.asarray(motion_tok.encode(normed))  # [K, T_motion]
         limit = streams["motion"].shape[1]
     if rec.music is not None:
         if music_tok is None:
             raise InputError("bad_record", rec.music, "record has music but no music codec was configured; pass --codec-model")
-        from mumo_ds.tokenizers.audio_io import AudioError
-
         try:
             wav = music_tok.load(rec.music, music_start, None if limit is None else limit / frame_rate)
         except AudioError as exn:
-            raise InputError(exn.reason, exn.path, str(exn).split(": ", 1)[-1]) from exn
+            raise InputError(exn.reason, exn.path, exn.detail) from exn
         streams["music"] = music_tok.encode([wav])[0]  # [K, T_music]
     num_frames = min(s.shape[1] for s in streams.values())
     if num_frames < min_frames:
         raise InputError("too_short", rec.files()[0], f"{num_frames} frame(s) on the shared timeline; need {min_frames}")
-    streams = {m: s[:, :num_frames].astype(np.int16) for m, s in streams.items()}
+    streams = {m: s[:, :num_frames] for m, s in streams.items()}  # dtype kept: encode_sample range-checks, then casts
     meta = {
         "captions": {m: rec.captions[m] for m in streams},
         "source": {"id": rec.id, **{m: rec.sources.get(m, getattr(rec, m)) for m in streams}},

@@ -214,6 +214,9 @@ def run_task(
     for modality, tok, option in (("music", music_tok, "--codec-model"), ("motion", motion_tok, "--motion-model")):
         if tok is None and any(rec is not None and getattr(rec, modality) for rec, _ in entries):
             raise ValueError(f"{input_path}: records have {modality} but no {modality} tokenizer is configured; pass {option}")
+    has_motion = any(rec is not None and rec.motion for rec, _ in entries)
+    if has_motion and motion_tok is not None and (mean is None or std is None) and getattr(motion_tok, "mean", None) is None:
+        raise ValueError(f"{input_path}: records have motion but no Mean/Std to normalise it; pass --motion-mean and --motion-std")
     plan = plan_shards(len(entries), settings.samples_per_shard, settings.num_tasks)
     write_json_atomic(out_dir / PREP_DIR / f"{settings.split}-plan.json", {
         "input": str(Path(input_path).resolve()), "num_records": len(entries), "num_shards": len(plan), "settings": dataclasses.asdict(settings),

@@ -38,6 +38,7 @@ class AudioError(ValueError):
         super().__init__(f"{path}: {message}")
         self.reason = reason
         self.path = str(path)
+        self.detail = message
 
 
 def _soundfile():
