@@ -1,0 +1,36 @@
+"""Run every benchmark and write bench/results.json: ``python -m bench`` (or ``python bench``).
+
+Each benchmark prints one JSON object; they are collected under their names. Ratios measured in
+one run on one machine are what to compare (these machines are noisy).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = ["attention", "moe_ffn", "train_throughput", "generation", "data_loading", "memory"]
+
+
+def main() -> None:
+    names = sys.argv[1:] or BENCHES
+    results = {}
+    for name in names:
+        print(f"== {name}", flush=True)
+        proc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], capture_output=True, text=True, cwd=HERE)
+        if proc.returncode:
+            results[name] = {"error": proc.stderr[-2000:]}
+            print(f"{name} failed:\n{proc.stderr[-2000:]}", flush=True)
+            continue
+        start = proc.stdout.index("{")
+        results[name] = json.loads(proc.stdout[start:])
+        print(json.dumps(results[name], indent=2), flush=True)
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {HERE / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

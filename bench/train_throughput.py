@@ -1,0 +1,104 @@
+"""Training throughput: MuMo vs HF MusicGen at matched size, joint vs music-only, and MFU.
+
+    python bench/train_throughput.py [--frames 500] [--batch 4] [--repeats 3] [--dtypes fp32 bf16]
+
+Forward + backward + AdamW step on batch x frames codes, width 512, 6 layers, 8 heads, FFN 2048,
+4 x 2048 codebooks (same process, alternating repeats, median). Prints one JSON object with, per dtype:
+- ``mumo_vs_musicgen``: MuMo music-only frames/s over HF ``MusicgenForCausalLM`` frames/s
+  (targets: >= 1.1 bf16, >= 1.0 fp32);
+- ``joint_vs_music``: MuMo music+motion frames/s (both streams counted) over music-only (target >= 0.9);
+- ``mfu``: 6 x non-embedding params x frames/s (plus attention) over the GEMM peak measured in the same
+  run (target >= 0.75 in bf16), and the same for MusicGen.
+Both models get the same caption (a 16-token encoder output) for cross-attention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from common import MATCHED, alternate, autocast, gemm_peak_flops, machine
+from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
+from mumo_ds.training.metrics import training_flops_per_token
+
+
+def mumo_step(model, opt, batch, dtype):
+    def step():
+        with autocast(dtype):
+            loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def musicgen_step(peer, opt, codes, states, dtype):
+    from mumo_ds.modeling import build_delay_pattern
+
+    delayed = build_delay_pattern(codes, 2048)
+    inputs = torch.cat([torch.full_like(delayed[..., :1], 2048), delayed[..., :-1]], dim=-1)
+    labels = delayed.masked_fill(delayed == 2048, -100).transpose(1, 2)  # [B, S, K]
+    b, k, s = inputs.shape
+
+    def step():
+        with autocast(dtype):
+            loss = peer(input_ids=inputs.reshape(b * k, s), encoder_hidden_states=states, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=500)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
+    args = p.parse_args()
+    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
+
+    torch.manual_seed(0)
+    config = MuMoConfig.from_preset("tiny", caption_dropout=0.0, **MATCHED)
+    model = MuMoForConditionalGeneration(config).train()
+    model.text_encoder.requires_grad_(False)
+    peer = MusicgenForCausalLM(MusicgenDecoderConfig(
+        vocab_size=2048, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, num_codebooks=4,
+        dropout=0.0, max_position_embeddings=4096)).train()
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+    peer_opt = torch.optim.AdamW(peer.parameters(), lr=1e-4)
+    codes = torch.randint(0, 2048, (args.batch, 4, args.frames))
+    motion = torch.randint(0, 2048, (args.batch, 4, args.frames))
+    caption = torch.randint(3, 300, (args.batch, 16))
+    text = dict(music_caption_ids=caption, motion_caption_ids=caption)
+    states = torch.randn(args.batch, 16, 512)
+
+    # parameters a music-only step uses, embeddings and the frozen text encoder excluded
+    non_embedding = sum(q.numel() for n, q in model.named_parameters()
+                        if not n.startswith(("embeddings.", "text_encoder.")) and "motion" not in n)
+    peer_non_embedding = sum(q.numel() for n, q in peer.named_parameters() if "embed_tokens" not in n)
+    result = {**machine(), "frames": args.frames, "batch": args.batch, "size": MATCHED}
+    for dtype in args.dtypes:
+        times = alternate({
+            "mumo_music": mumo_step(model, opt, dict(music_codes=codes, **text), dtype),
+            "mumo_joint": mumo_step(model, opt, dict(music_codes=codes, motion_codes=motion, **text), dtype),
+            "musicgen": musicgen_step(peer, peer_opt, codes, states, dtype),
+        }, args.repeats)
+        peak = gemm_peak_flops(dtype)
+        fps = {name: args.batch * args.frames * (2 if name == "mumo_joint" else 1) / t for name, t in times.items()}
+        per_frame = training_flops_per_token(non_embedding, 6, 512, args.frames)
+        peer_per_frame = training_flops_per_token(peer_non_embedding, 6, 512, args.frames)
+        result[dtype] = {
+            "seconds": times, "frames_per_s": fps, "gemm_peak_flops": peak,
+            "mumo_vs_musicgen": fps["mumo_music"] / fps["musicgen"],
+            "joint_vs_music": fps["mumo_joint"] / fps["mumo_music"],
+            "mfu_mumo_music": fps["mumo_music"] * per_frame / peak,
+            "mfu_musicgen": fps["musicgen"] * peer_per_frame / peak,
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
