@@ -8,7 +8,7 @@ of ``frozen`` (``fnmatch`` patterns over ``model.named_parameters()`` names).
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -25,6 +25,8 @@ class Stage:
     prepare: str | None  # model method run once on the starting weights
     ds_config: str  # default DeepSpeed config, relative to the repo root
     loss_weights: dict[str, float]  # per-modality loss weights, overriding the model config's while this stage trains
+    task: str = "lm"  # the model's forward task: "lm" (codes) or "caption" (text from codes)
+    model_overrides: dict = field(default_factory=dict)  # config changes when loading the start, e.g. captioning
 
 
 STAGES: dict[int, Stage] = {
@@ -52,9 +54,20 @@ STAGES: dict[int, Stage] = {
         ds_config="ds_configs/zero2.json",
         loss_weights={"music": 0.85, "motion": 0.15},
     ),
-    # Stage 3 (captioning: caption self-attention, projection and T5 decoder trained on captioned
-    # music/motion, starting from the stage 2 export) comes with its own issue; it needs the captioning
-    # modules in mumo_ds/modeling first. Add it here as one more row, not as branches in the trainer.
+    3: Stage(
+        number=3,
+        name="caption",
+        streams=("music", "motion"),
+        mix={"paired": 0.5, "music": 0.25, "motion": 0.25},
+        trainable=("layers.*.caption_self_attn.*", "caption_decoder.*"),
+        frozen=("caption_decoder.t5.encoder.*",),  # the T5 encoder has no layers: MuMo encodes
+        starts_from=2,
+        prepare="init_captioning",
+        ds_config="ds_configs/zero2.json",
+        loss_weights={},  # the caption loss is the mean over the streams present
+        task="caption",
+        model_overrides={"captioning": True},
+    ),
 }
 
 

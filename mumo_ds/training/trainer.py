@@ -52,24 +52,32 @@ def main(argv: list[str] | None = None) -> None:
     distributed.teardown()
 
 
-def load_start(cfg: TrainConfig, manifest: Manifest):
-    """The starting model and caption tokenizer: an HF folder, or a fresh preset for this data."""
+def load_start(cfg: TrainConfig, manifest: Manifest, stage: Stage):
+    """The starting model, its caption tokenizer, and whether the stage's ``prepare`` should run.
+
+    An HF folder (with the stage's config overrides), or a fresh preset for this data. ``prepare``
+    (e.g. copying music weights into motion) runs unless the folder is an export of this same stage.
+    """
     if cfg.init_from != "scratch":
         if not Path(cfg.init_from, "config.json").is_file():
             raise FileNotFoundError(
                 f"--init-from {cfg.init_from}: no HF model folder there (config.json missing); "
                 "run the previous stage first, or pass --init-from DIR (or --init-from scratch --preset NAME)"
             )
-        return MuMoForConditionalGeneration.from_pretrained(cfg.init_from), load_tokenizer(cfg.init_from)
+        meta = Path(cfg.init_from, "mumo_training.json")
+        same_stage = meta.is_file() and json.loads(meta.read_text()).get("stage") == stage.number
+        model = MuMoForConditionalGeneration.from_pretrained(cfg.init_from, **stage.model_overrides)
+        return model, load_tokenizer(cfg.init_from), not same_stage
     config = MuMoConfig.from_preset(
         cfg.preset,
+        **stage.model_overrides,
         num_codebooks=manifest.num_codebooks,
         codebook_size=manifest.codebook_size,
         frame_rate=manifest.frame_rate,
         music_codec=manifest.codec.get("name"),
         motion_tokenizer=manifest.motion_tokenizer.get("name"),
     )
-    return MuMoForConditionalGeneration(config), load_tokenizer(config.text_tokenizer)
+    return MuMoForConditionalGeneration(config), load_tokenizer(config.text_tokenizer), True
 
 
 def model_inputs(batch: dict, tokenizer, max_tokens: int, device: torch.device) -> dict:
@@ -88,7 +96,7 @@ def model_inputs(batch: dict, tokenizer, max_tokens: int, device: torch.device) 
 def step_metrics(outputs: list, batches: list[dict], num_codebooks: int) -> torch.Tensor:
     """Per-rank sums as one vector, so ranks with different streams reduce the same layout.
 
-    Layout: [loss, frames, then per modality: count, loss, K codebook losses].
+    Layout: [loss, frames, then per modality: count, loss, K codebook losses, caption count, caption loss].
     """
     values = [sum(float(o.loss.detach()) for o in outputs), sum(float(b[f"{m}_mask"].sum()) for b in batches for m in MODALITIES if f"{m}_mask" in b)]
     for m in MODALITIES:
@@ -97,6 +105,8 @@ def step_metrics(outputs: list, batches: list[dict], num_codebooks: int) -> torc
         values.append(sum(float(getattr(o, f"{m}_loss").detach()) for o in present))
         per_cb = sum((getattr(o, f"{m}_codebook_losses").detach().float().cpu() for o in present), torch.zeros(num_codebooks))
         values.extend(per_cb.tolist())
+        captioned = [float(getattr(o, f"{m}_caption_loss").detach()) for o in outputs if getattr(o, f"{m}_caption_loss") is not None]
+        values.extend([len(captioned), sum(captioned)])
     return torch.tensor(values, dtype=torch.float64)
 
 
@@ -113,7 +123,10 @@ def reduce_metrics(local: torch.Tensor, num_micro: int, num_codebooks: int, devi
             metrics[f"loss_{m}"] = total[i + 1].item() / count
             for k in range(num_codebooks):
                 metrics[f"loss_{m}_cb{k}"] = total[i + 2 + k].item() / count
-        i += 2 + num_codebooks
+        captioned = total[i + 2 + num_codebooks].item()
+        if captioned:
+            metrics[f"loss_{m}_caption"] = total[i + 3 + num_codebooks].item() / captioned
+        i += 4 + num_codebooks
     return metrics
 
 
@@ -135,8 +148,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     manifest = Manifest.load(cfg.data)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
-    model, tokenizer = load_start(cfg, manifest)
-    if stage.prepare:
+    model, tokenizer, prepare = load_start(cfg, manifest, stage)
+    if stage.prepare and prepare:
         getattr(model, stage.prepare)()
     model.config.loss_weights = loss_weights(stage, model.config.loss_weights)
     trainable = apply_stage(model, stage)
@@ -204,7 +217,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     def reduce(outputs, used):
         return reduce_metrics(step_metrics(outputs, used, mc.num_codebooks), len(outputs), mc.num_codebooks, device)
 
-    to_inputs = lambda batch: model_inputs(batch, tokenizer, mc.max_caption_tokens, device)  # noqa: E731
+    to_inputs = lambda batch: {**model_inputs(batch, tokenizer, mc.max_caption_tokens, device), "task": stage.task}  # noqa: E731
 
     engine.train()
     for step in range(start_step + 1, end_step + 1):
