@@ -33,7 +33,7 @@ from .guards import NonFiniteError, NonFiniteGuard
 from .metrics import RunLogger, memory_mb, mfu, training_flops_per_token
 from .preemption import PREEMPTED_EXIT_CODE, Preemption, clear_marker, write_marker
 from .stages import Stage, apply_stage, get_stage, loss_weights
-from .validation import validate
+from .validation import caption_metrics, validate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -256,6 +256,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
                 metrics["mfu"] = mfu(metrics["frames_per_s"], flops_per_frame, cfg.peak_tflops, world_size)
             if validating:
                 last_val = validate(engine, make_val_loader, cfg.val_batches, to_inputs, reduce)
+                if stage.task == "caption":
+                    last_val.update(caption_metrics(engine, make_val_loader, cfg.val_batches, tokenizer, device))
                 metrics.update(last_val)
             logger.log(step, metrics)
             last_metrics = metrics

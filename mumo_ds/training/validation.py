@@ -26,3 +26,36 @@ def validate(engine, make_loader, num_batches: int, to_inputs, reduce) -> dict[s
     metrics = reduce(outputs, used)
     metrics.pop("frames", None)
     return {f"val_{k}": v for k, v in metrics.items() if "_cb" not in k}
+
+
+def caption_metrics(engine, make_loader, num_batches: int, tokenizer, device, max_new_tokens: int = 64) -> dict[str, float]:
+    """Stage 3: BLEU-4 and ROUGE-L of greedy captions of the val batches' streams, averaged over ranks.
+
+    Needs whole parameters on every rank, so it runs under ZeRO-0/1/2 and returns {} under ZeRO-3
+    (there, caption the exported model with ``mumo-generate --task music2text`` instead).
+    """
+    import torch.distributed as dist
+
+    from ..eval.caption_metrics import caption_scores
+    from ..modeling import MODALITIES
+
+    if engine.zero_optimization_stage() >= 3:
+        return {}
+    module = engine.module
+    module.eval()
+    hypotheses, references = [], []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for _, batch in zip(range(num_batches), make_loader()):
+            for m in MODALITIES:
+                if f"{m}_codes" not in batch:
+                    continue
+                texts = module.caption(**{f"{m}_codes": batch[f"{m}_codes"].to(device), f"{m}_mask": batch[f"{m}_mask"].to(device)},
+                                       num_beams=1, max_new_tokens=max_new_tokens, tokenizer=tokenizer)[m]
+                hypotheses += texts
+                references += [[c] for c in batch[f"{m}_captions"]]
+    module.train()
+    scores = caption_scores(hypotheses, references)
+    total = torch.tensor([scores["bleu4"], scores["rouge_l"]], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    total /= dist.get_world_size()
+    return {"val_bleu4": total[0].item(), "val_rouge_l": total[1].item()}
