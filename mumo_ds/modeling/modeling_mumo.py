@@ -122,7 +122,7 @@ class MuMoDecoderLayer(nn.Module):
                 self.encoder_attn(x[:, start : start + length], key_value_states=states, attn_mask=key_mask, kv=kv)
             )
             start += length
-        hidden = hidden + self.dropout(torch.cat(parts, dim=1))
+        hidden = hidden + self.dropout(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
 
         return hidden + self.dropout(self.ffn(hidden, segments))
 

@@ -62,7 +62,8 @@ class ModalityExpertFFN(nn.Module):
         if start != x.shape[1]:
             raise ValueError(f"segments {segments} cover {start} positions, the input has {x.shape[1]}")
         out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
-        return out + self.ghost_forward(x, {m for m, _ in segments})
+        ghost = self.ghost_forward(x, {m for m, _ in segments})
+        return out if isinstance(ghost, float) else out + ghost  # no extra pass over the output when no ghost
 
     def ghost_forward(self, x: torch.Tensor, present: set[str]) -> torch.Tensor | float:
         """0.0 times the output of every trainable expert absent from the batch (see class doc)."""
