@@ -5,7 +5,8 @@
 Prints one JSON object. Everything is measured in this run on this machine (ratios, not absolute
 times, are what to compare: these machines are noisy):
 - ``step_ratio_400_vs_10``: median time of cached steps 395-405 over steps 5-15 (target <= 1.3).
-- ``cached_speedup``: uncached / cached time for ``--frames`` frames, tiny config (target >= 20).
+- ``cached_speedup``: uncached / cached time for ``--frames`` frames of text-to-music with guidance,
+  at the matched size below (``--speedup-size tiny`` for a quick run) (target >= 20).
 - ``vs_musicgen``: HF ``MusicgenForCausalLM.generate`` time / MuMo text-to-music time for ``--frames``
   frames at matched size (width 512, 6 layers, 8 heads, FFN 2048, 4 x 2048), both sampling with
   top-k 250 and without guidance, both cross-attending the same-length caption (target >= 1.0).
@@ -22,10 +23,10 @@ import time
 
 import torch
 
+from common import MATCHED
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.generation import delayed_column, generate
 
-MATCHED = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, dropout=0.0)
 
 
 def timed(fn) -> float:
@@ -65,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--speedup-size", choices=["matched", "tiny"], default="matched")
     args = parser.parse_args()
     torch.manual_seed(0)
     result: dict = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -76,13 +78,13 @@ def main() -> None:
     result["step_s_at_10"], result["step_s_at_400"] = early, late
     result["step_ratio_400_vs_10"] = late / early
 
-    opts = dict(guidance_scale=4.0, top_k=250, seed=0)
-    prompts = {"music": None, "motion": None}
-    cached = min(timed(lambda: generate(tiny, args.frames, prompts, **opts)) for _ in range(args.repeats))
-    uncached = timed(lambda: generate(tiny, args.frames, prompts, use_cache=False, **opts))
-    result.update(cached_s_tiny=cached, uncached_s_tiny=uncached, cached_speedup=uncached / cached)
-
     mumo = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", **MATCHED)).eval()
+    subject = mumo if args.speedup_size == "matched" else tiny
+    opts = dict(guidance_scale=4.0, top_k=250, seed=0)
+    cached = min(timed(lambda: generate(subject, args.frames, {"music": None}, **opts)) for _ in range(args.repeats))
+    uncached = timed(lambda: generate(subject, args.frames, {"music": None}, use_cache=False, **opts))
+    result.update(speedup_size=args.speedup_size, cached_s=cached, uncached_s=uncached, cached_speedup=uncached / cached)
+
     peer = musicgen_peer(mumo)
     caption = torch.randint(3, 300, (1, 16))
     text = {"music": (caption, torch.ones_like(caption))}
