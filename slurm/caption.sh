@@ -1,11 +1,7 @@
 #!/bin/bash
-# Stage 3 (caption): train the captioning path (caption self-attention, projection, text decoder)
-# starting from stage 2's export (RUNS_ROOT/stage2/export), then export RUNS_ROOT/stage3/export.
-#
-# NOT RUNNABLE YET: stage 3 is not defined in mumo_ds/training/stages.py, so this job stops at once
-# with "stage 3 is not defined yet" and train.py's own refusal, before starting anything on the
-# nodes. Once the stage exists this script needs no change; add it to the chain with
-# STAGES=1,2,3 slurm/pipeline.sh.
+# Stage 3 (caption): train the captioning path (caption self-attention in every layer and the T5
+# caption decoder; everything else frozen) starting from stage 2's export (RUNS_ROOT/stage2/export),
+# then export RUNS_ROOT/stage3/export. slurm/pipeline.sh chains it after stage 2 with STAGES=1,2,3.
 #
 # Usage (from the repository root, with the training environment active):
 #   mkdir -p logs

@@ -11,18 +11,18 @@
 #   slurm/pipeline.sh                                         # stages 1 and 2 with the scripts' #SBATCH defaults
 #   DATA_DIR=data/shards RUNS_ROOT=runs/exp1 slurm/pipeline.sh --sbatch "--nodes=2 --partition=gpu" -- --save-every 500
 #   STAGE1_ARGS="--max-steps 5000" STAGE2_ARGS="--max-steps 20000" slurm/pipeline.sh
+#   STAGES=1,2,3 slurm/pipeline.sh                            # also stage 3 (captioning), from stage 2's export
 #   slurm/pipeline.sh --after 1234                            # start after job 1234 (e.g. slurm/prep.sh's merge job)
 #   slurm/pipeline.sh --sbatch "--gpus-per-node=0 --cpus-per-task=2" -- --crop-frames 48   # CPU-only cluster
 #
 # Options:
 #   --stages LIST   stages to chain, ascending (default: $STAGES, else 1,2). Stage 3 (captioning) is
-#                   optional and off by default: it is not defined in mumo_ds/training/stages.py yet,
-#                   and the pipeline refuses to submit it (train.py's own check) until it is;
-#                   then STAGES=1,2,3 (or --stages 1,2,3) adds slurm/caption.sh to the chain.
+#                   optional, off by default: STAGES=1,2,3 (or --stages 1,2,3) adds slurm/caption.sh.
+#                   A stage train.py does not define is refused (its own check) and nothing is submitted.
 #   --after JOBID   the first job also waits for JOBID (afterok).
 #   --sbatch OPTS   sbatch options for every job (they override the scripts' #SBATCH lines).
 #   -- ARGS         train.py options for every stage; STAGE1_ARGS, STAGE2_ARGS, STAGE3_ARGS (split on
-#                   spaces) add options to one stage.
+#                   spaces) add options to one stage (they come last, so they win).
 # The environment (DATA_DIR, RUNS_ROOT, DS_CONFIG, TRAIN_ARGS, MAX_RESTARTS, ...; see slurm/common.sh)
 # goes to every job. Job output: logs/<job name>-<job id>.out (appended across requeues).
 # Prints one line per job, "stage N: job JOBID (slurm/SCRIPT)".
@@ -69,7 +69,7 @@ for s in "${LIST[@]}"; do
     prev=$s
 done
 
-# train.py's own stage check, so a chain never holds a stage that cannot run (stage 3, for now).
+# train.py's own stage check, so a chain never holds a stage that cannot run.
 PYTHON="${PYTHON:-python}"
 if "$PYTHON" -c "import torch, mumo_ds.training.stages" >/dev/null 2>&1; then
     for s in "${LIST[@]}"; do
@@ -90,7 +90,7 @@ for s in "${LIST[@]}"; do
     read -r -a stage_args <<<"${!var:-}"
     opts=(--parsable "${SB[@]}")
     [[ -n "$dep" ]] && opts+=(--dependency="afterok:$dep" --kill-on-invalid-dep=yes)
-    if ! out="$(sbatch "${opts[@]}" "$MUMO_REPO/slurm/${SCRIPT[$s]}" "${stage_args[@]}" "${COMMON_ARGS[@]}" 2>&1)"; then
+    if ! out="$(sbatch "${opts[@]}" "$MUMO_REPO/slurm/${SCRIPT[$s]}" "${COMMON_ARGS[@]}" "${stage_args[@]}" 2>&1)"; then
         echo "$out" >&2
         die "sbatch of stage $s (slurm/${SCRIPT[$s]}) failed (message above)${dep:+; the jobs already submitted wait on it: scancel them}"
     fi

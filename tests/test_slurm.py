@@ -1,10 +1,12 @@
-"""The Slurm scripts (slurm/) on a real one-node Slurm: the 1 -> 2 pipeline, preemption + requeue, refusals.
+"""The Slurm scripts (slurm/) on a real Slurm: the 1 -> 2 -> 3 pipeline, a 2-node run preempted and requeued, failures.
 
-A session fixture starts slurmctld + slurmd + munged with tests/slurm/start_cluster.sh (installing the
-Debian packages when missing, as root) on free ports, and stops them with tests/slurm/stop_cluster.sh.
-Where that cannot work (not root, no apt-get), these tests are skipped with the script's reason.
-Jobs run the real scripts on CPU (`--gpus-per-node=0 --cpus-per-task=2`: 2 ranks, one thread each) on
-the bundled sample shards. A failing test prints the jobs' output files.
+A session fixture starts slurmctld + munged + two slurmd with tests/slurm/start_cluster.sh (installing
+the Debian packages when missing, as root) on free ports: the machine's own node and one emulated node
+(a second slurmd on this machine), so `sbatch --nodes=2` really starts one srun task per node, each a
+torchrun with its own --node_rank. tests/slurm/stop_cluster.sh stops them. Where a cluster cannot start
+(not root, no apt-get) these tests are skipped with the script's reason.
+Jobs run the real scripts on CPU (`--gpus-per-node=0 --cpus-per-task=2`; 2 ranks in all, one thread
+each) on the bundled sample shards. A failing test prints the jobs' output files.
 """
 
 from __future__ import annotations
@@ -72,11 +74,20 @@ def _states(info: dict[str, dict[str, str]]) -> str:
     return ", ".join(f"{j}: {i.get('JobState')} exit {i.get('ExitCode')} restarts {i.get('Restarts')}" for j, i in info.items())
 
 
-def job_output(logs: Path) -> str:
+def job_output(logs: Path, tail: int | None = 8000) -> str:
+    """The jobs' output files (each cut to its last `tail` characters, for failure messages)."""
     parts = []
     for path in sorted(logs.glob("*.out")):
-        parts.append(f"---- {path.name}\n{path.read_text(errors='replace')[-8000:]}")
+        text = path.read_text(errors="replace")
+        parts.append(f"---- {path.name}\n{text[-tail:] if tail else text}")
     return "\n".join(parts) or f"(no job output files in {logs})"
+
+
+class Output(str):
+    """A job's whole output; shows only its end when an assertion prints it."""
+
+    def __repr__(self) -> str:
+        return "\n" + self[-8000:]
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +95,8 @@ def slurm() -> Cluster:
     if not shutil.which("bash"):
         pytest.skip("no bash")
     state = Path(tempfile.mkdtemp(prefix="mumo-slurm-"))
-    env = {**os.environ, "SLURM_LOCAL_CTLD_PORT": str(_free_port()), "SLURM_LOCAL_SLURMD_PORT": str(_free_port())}
+    env = {**os.environ, "SLURM_LOCAL_CTLD_PORT": str(_free_port()), "SLURM_LOCAL_SLURMD_PORT": str(_free_port()),
+           "SLURM_LOCAL_NODES": "2"}
     proc = subprocess.run(["bash", str(START), str(state)], env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode == SKIP_EXIT:
         pytest.skip(f"no Slurm cluster: {proc.stderr.strip().splitlines()[-1]}")
@@ -121,43 +133,49 @@ def metrics(run: Path) -> dict[int, dict]:
 
 @pytest.fixture(scope="module")
 def pipeline(slurm, shards, tmp_path_factory):
-    """slurm/pipeline.sh on CPU: stage 1 -> stage 2 (afterok), both to completion."""
+    """slurm/pipeline.sh on CPU with STAGES=1,2,3: stage 1 -> 2 -> 3 (afterok), all to completion."""
     tmp = tmp_path_factory.mktemp("slurm_pipeline")
     runs, logs = tmp / "runs", tmp / "logs"
     logs.mkdir()
     proc = slurm.run(
         "slurm/pipeline.sh", "--sbatch", " ".join([*CPU_SBATCH, f"--output={logs}/%x-%j.out"]), "--", *TRAIN,
-        env={"RUNS_ROOT": str(runs), "DATA_DIR": str(shards)},
+        env={"RUNS_ROOT": str(runs), "DATA_DIR": str(shards), "STAGES": "1,2,3", "STAGE3_ARGS": "--max-steps 2"},
     )
     jobs = dict(re.findall(r"^stage (\d): job (\d+)", proc.stdout, re.M))
-    assert sorted(jobs) == ["1", "2"], proc.stdout + proc.stderr
-    info = slurm.wait([jobs["1"], jobs["2"]], logs)
+    assert sorted(jobs) == ["1", "2", "3"], proc.stdout + proc.stderr
+    info = slurm.wait([jobs["1"], jobs["2"], jobs["3"]], logs, timeout=300)
     return {"runs": runs, "logs": logs, "jobs": jobs, "info": info, "stdout": proc.stdout}
 
 
-def test_pipeline_runs_stage1_then_stage2_from_its_export(pipeline):
+def test_pipeline_runs_stage_1_then_2_then_3_each_from_the_previous_export(pipeline):
     jobs, info, logs, runs = pipeline["jobs"], pipeline["info"], pipeline["logs"], pipeline["runs"]
-    out = job_output(logs)
-    assert info[jobs["1"]]["JobState"] == "COMPLETED" and info[jobs["2"]]["JobState"] == "COMPLETED", f"{_states(info)}\n{out}"
-    assert info[jobs["2"]]["StartTime"] >= info[jobs["1"]]["EndTime"], _states(info)  # afterok: 2 waited for 1
-    for stage in (1, 2):
-        assert (runs / f"stage{stage}" / "export" / "config.json").is_file(), out
-        assert sorted(metrics(runs / f"stage{stage}")) == list(range(1, STEPS + 1)), out
-    stage2_log = next(logs.glob(f"*-{jobs['2']}.out")).read_text()
-    assert f"start {runs}/stage1/export" in stage2_log, stage2_log[-4000:]  # started from stage 1's export
-    assert "1 node(s) [" in stage2_log and "x 2 process(es) (cpu)" in stage2_log
-    assert "--node_rank $SLURM_NODEID --nnodes 1 --nproc_per_node 2" in stage2_log
+    out = Output(job_output(logs, tail=None))
+    assert all(info[jobs[s]]["JobState"] == "COMPLETED" for s in "123"), f"{_states(info)}\n{out[-8000:]}"
+    for prev, stage in (("1", "2"), ("2", "3")):
+        assert info[jobs[stage]]["StartTime"] >= info[jobs[prev]]["EndTime"], _states(info)  # afterok
+    for stage, steps in ((1, STEPS), (2, STEPS), (3, 2)):
+        assert (runs / f"stage{stage}" / "export" / "config.json").is_file(), out[-8000:]
+        assert sorted(metrics(runs / f"stage{stage}")) == list(range(1, steps + 1)), out[-8000:]
+    for stage in (2, 3):  # each started from the previous stage's export
+        log = next(logs.glob(f"*-{jobs[str(stage)]}.out")).read_text()
+        assert f"start {runs}/stage{stage - 1}/export" in log, log[-8000:]
+        assert "1 node(s) [" in log and "x 2 process(es) (cpu)" in log, log[-8000:]
+        assert "--node_rank $SLURM_NODEID --nnodes 1 --nproc_per_node 2" in log, log[-8000:]
+    assert json.loads((runs / "stage3" / "export" / "config.json").read_text())["captioning"] is True
 
 
-def test_usr1_checkpoints_requeues_resumes_and_matches_the_uninterrupted_run(slurm, shards, pipeline, tmp_path):
+def test_two_nodes_usr1_checkpoint_requeue_resume_match_the_one_node_run(slurm, shards, pipeline, tmp_path):
+    """joint.sh on 2 nodes x 1 rank, USR1 after step 3: checkpoint, requeue, resume, and the losses of the
+    pipeline's uninterrupted 1 node x 2 ranks stage 2 (same ranks, same samples), bit for bit."""
     logs, run = tmp_path / "logs", tmp_path / "stage2_preempted"
     logs.mkdir()
     # same start (the pipeline's stage-1 export) and options as the pipeline's stage 2; a pause after
-    # step 3 gives a window for the signal (it wakes early when the signal arrives)
+    # step 3 gives a window for the signal (it wakes early when the signal arrives). The emulated
+    # node's name does not resolve, so the rendezvous is given as 127.0.0.1.
     env = {"RUNS_ROOT": str(pipeline["runs"]), "RUN_DIR": str(run), "DATA_DIR": str(shards),
-           "MUMO_FAULT": "pause_after_step:3:90"}
-    job = slurm.run("sbatch", "--parsable", *CPU_SBATCH, f"--output={logs}/%x-%j.out", "slurm/joint.sh", *TRAIN,
-                    env=env).stdout.strip().split(";")[0]
+           "MUMO_FAULT": "pause_after_step:3:90", "CPU_PROCS_PER_NODE": "1", "MUMO_MASTER_ADDR": "127.0.0.1"}
+    job = slurm.run("sbatch", "--parsable", "--nodes=2", *CPU_SBATCH, f"--output={logs}/%x-%j.out", "slurm/joint.sh",
+                    *TRAIN, env=env).stdout.strip().split(";")[0]
     end = time.monotonic() + 180
     while not ((run / "logs" / "metrics.jsonl").is_file() and 3 in metrics(run)):
         state = slurm.job(job).get("JobState")
@@ -167,51 +185,52 @@ def test_usr1_checkpoints_requeues_resumes_and_matches_the_uninterrupted_run(slu
         time.sleep(0.5)
     slurm.run("scancel", "--signal=USR1", "--batch", job)
     info = slurm.wait([job], logs)[job]
-    out = job_output(logs)
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", f"{_states({job: info})}\n{out}"
-    assert "got SIGUSR1: forwarding SIGUSR1" in out and "training was preempted" in out, out
-    assert f"requeueing job {job} (restart 1 of at most 3)" in out, out
-    assert "resumed from step 3" in out and "stage 2 finished" in out, out
+    out = Output(job_output(logs, tail=None))
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", f"{_states({job: info})}\n{out[-8000:]}"
+    assert "2 node(s) [" in out and "x 1 process(es) (cpu)" in out and "--nnodes 2 --nproc_per_node 1" in out, out[-8000:]
+    assert "got SIGUSR1: forwarding SIGUSR1" in out and "training was preempted" in out, out[-8000:]
+    assert f"requeueing job {job} (restart 1 of at most 3)" in out, out[-8000:]
+    assert "resumed from step 3" in out and "stage 2 finished" in out, out[-8000:]
     assert not (run / "preempted.json").exists()
-    assert (run / "export" / "config.json").is_file(), out
+    assert (run / "export" / "config.json").is_file(), out[-8000:]
     got, want = metrics(run), metrics(pipeline["runs"] / "stage2")
-    assert sorted(got) == list(range(1, STEPS + 1)), out
+    assert sorted(got) == list(range(1, STEPS + 1)), out[-8000:]
     assert [got[s]["loss"] for s in got] == [want[s]["loss"] for s in want], (got, want)  # bit-exact (fp32)
 
 
-def test_a_real_failure_is_not_requeued(slurm, tmp_path):
+def test_a_failed_stage_is_not_requeued_and_cancels_the_rest_of_the_chain(slurm, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     env = {"RUNS_ROOT": str(tmp_path / "runs"), "DATA_DIR": str(tmp_path / "no_such_data")}
-    job = slurm.run("sbatch", "--parsable", *CPU_SBATCH, f"--output={logs}/%x-%j.out", "slurm/motion_only.sh",
-                    "--max-steps", "2", env=env).stdout.strip().split(";")[0]
-    info = slurm.wait([job], logs, timeout=180)[job]
-    out = job_output(logs)
-    assert info["JobState"] == "FAILED" and info["Restarts"] == "0", f"{_states({job: info})}\n{out}"
-    assert "a real error, so the job is not requeued" in out and "requeueing" not in out, out
+    proc = slurm.run("slurm/pipeline.sh", "--sbatch", " ".join([*CPU_SBATCH, f"--output={logs}/%x-%j.out"]),
+                     "--", "--max-steps", "2", env=env)
+    jobs = dict(re.findall(r"^stage (\d): job (\d+)", proc.stdout, re.M))
+    info = slurm.wait([jobs["1"], jobs["2"]], logs, timeout=180)
+    out = Output(job_output(logs, tail=None))
+    assert info[jobs["1"]]["JobState"] == "FAILED" and info[jobs["1"]]["Restarts"] == "0", f"{_states(info)}\n{out[-8000:]}"
+    assert "a real error, so the job is not requeued" in out and "requeueing" not in out, out[-8000:]
+    assert info[jobs["2"]]["JobState"] == "CANCELLED", _states(info)  # --kill-on-invalid-dep=yes: not pending forever
 
 
-def _stage3_defined(slurm) -> bool:
-    return slurm.run(sys.executable, "-c", "from mumo_ds.training.stages import STAGES; print(3 in STAGES)").stdout.strip() == "True"
-
-
-def test_stage3_is_refused_clearly_until_it_exists(slurm, tmp_path):
-    if _stage3_defined(slurm):
-        pytest.skip("stage 3 is defined now: add it to the pipeline test (STAGES=1,2,3)")
+def test_pipeline_refuses_bad_requests_before_submitting(slurm, tmp_path):
     before = slurm.run("squeue", "-h", "-o", "%i").stdout.split()
-    proc = slurm.run("slurm/pipeline.sh", "--stages", "1,2,3", check=False, env={"RUNS_ROOT": str(tmp_path / "runs")})
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "stage 3 is not defined yet" in proc.stderr and "--stage 3: no such stage" in proc.stderr, proc.stderr
-    assert "Nothing was submitted" in proc.stderr and not proc.stdout.strip()
+    for args, env, message in [
+        (["--stages", "2,1"], {}, "stages must be ascending"),
+        (["--stages", "4"], {}, "unknown stage '4'"),
+        (["--", "--output-dir", "x"], {}, "--output-dir in the train.py options: set RUNS_ROOT instead"),
+        ([], {"RUN_DIR": str(tmp_path)}, "every stage needs its own run folder"),
+    ]:
+        proc = slurm.run("slurm/pipeline.sh", *args, check=False, env={"RUNS_ROOT": str(tmp_path / "runs"), **env})
+        assert proc.returncode == 2 and message in proc.stderr and not proc.stdout, (args, proc.stdout, proc.stderr)
     assert slurm.run("squeue", "-h", "-o", "%i").stdout.split() == before
 
-    # caption.sh submitted on its own fails at once, with train.py's message, before starting torchrun
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    job = slurm.run("sbatch", "--parsable", *CPU_SBATCH, f"--output={logs}/%x-%j.out", "slurm/caption.sh",
-                    env={"RUNS_ROOT": str(tmp_path / "runs")}).stdout.strip().split(";")[0]
-    info = slurm.wait([job], logs, timeout=120)[job]
-    out = job_output(logs)
-    assert info["JobState"] == "FAILED" and info["Restarts"] == "0", f"{_states({job: info})}\n{out}"
-    assert "stage 3 is not defined yet" in out and "--stage 3: no such stage" in out, out
-    assert "torch.distributed.run" not in out, out
+
+def test_an_undefined_stage_stops_the_job_before_launching_with_train_py_s_message(tmp_path):
+    """common.sh's check (what caption.sh ran into before stage 3 existed); no cluster needed."""
+    script = (f"set -euo pipefail; MUMO_REPO={REPO}; source {REPO}/slurm/common.sh; STAGE=9; cd {REPO}; "
+              "mumo_python_env; echo UNREACHED")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "UNREACHED" not in proc.stdout, proc.stdout + proc.stderr
+    assert "--stage 9: no such stage" in proc.stderr, proc.stderr  # train.py's own message
+    assert "stage 9 is not defined yet" in proc.stderr and "nothing was started" in proc.stderr, proc.stderr

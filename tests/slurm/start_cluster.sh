@@ -11,8 +11,11 @@
 # starts the daemons, waits until the node is idle and records the PIDs it started in STATE_DIR/pids
 # (an already running munged is reused and left alone). Running it again while the cluster is up
 # only prints the environment.
-# Ports: SLURM_LOCAL_CTLD_PORT (default 6817) and SLURM_LOCAL_SLURMD_PORT (default 6818); pick
-# other ones to run a second cluster beside the first.
+# Ports: SLURM_LOCAL_CTLD_PORT (default 6817) and SLURM_LOCAL_SLURMD_PORT (default 6818; node i
+# uses it + i - 1); pick other ones to run a second cluster beside the first.
+# SLURM_LOCAL_NODES=N (default 1) adds N-1 emulated nodes HOST-2..HOST-N: more slurmd daemons on this
+# machine, each with the machine's hardware line, so multi-node jobs (sbatch -N 2) run for real.
+# Their names do not resolve: jobs that span them rendezvous on 127.0.0.1 (MUMO_MASTER_ADDR).
 #
 # Exit codes: 0 up; 77 this machine cannot run it (not root, no apt-get, install failed): the tests
 # skip with the printed reason; anything else: a real failure, the daemons' logs are printed.
@@ -22,13 +25,15 @@ DIR="${1:-${MUMO_SLURM_DIR:-/tmp/mumo-slurm}}"
 CTLD_PORT="${SLURM_LOCAL_CTLD_PORT:-6817}"
 SLURMD_PORT="${SLURM_LOCAL_SLURMD_PORT:-6818}"
 WAIT_S="${SLURM_LOCAL_WAIT_S:-30}"
+NODES="${SLURM_LOCAL_NODES:-1}"
+[[ "$NODES" =~ ^[1-9][0-9]?$ ]] || { echo "start_cluster: SLURM_LOCAL_NODES must be 1..99, got '$NODES'" >&2; exit 2; }
 SKIP=77
 
 say() { echo "start_cluster: $*" >&2; }
 skip() { say "cannot start a Slurm cluster here: $*"; exit "$SKIP"; }
 fail() {
     say "FAILED: $*"
-    for log in "$DIR"/slurmctld.log "$DIR"/slurmd.log; do
+    for log in "$DIR"/slurmctld.log "$DIR"/slurmd-*.log; do
         [[ -f "$log" ]] && { echo "---- $log (last 30 lines)" >&2; tail -n 30 "$log" >&2; }
     done
     exit 1
@@ -87,6 +92,13 @@ fi
 HOST="$(hostname -s)"
 HW="$(slurmd -C | head -n1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ *$//')"  # CPUs=.. Boards=.. RealMemory=..
 [[ "$HW" == *CPUs=* ]] || fail "slurmd -C printed no hardware line: $(slurmd -C 2>&1 | head -n3)"
+NAMES=("$HOST")
+NODE_LINES="NodeName=${HOST} NodeAddr=127.0.0.1 Port=${SLURMD_PORT} ${HW} State=UNKNOWN"
+for ((i = 2; i <= NODES; i++)); do
+    NAMES+=("${HOST}-$i")
+    NODE_LINES+=$'\n'"NodeName=${HOST}-$i NodeHostname=${HOST} NodeAddr=127.0.0.1 Port=$((SLURMD_PORT + i - 1)) ${HW} State=UNKNOWN"
+done
+ALL="$(IFS=,; echo "${NAMES[*]}")"
 mkdir -p "$DIR/state" "$DIR/spool"
 rm -rf "${DIR:?}/state/"* "${DIR:?}/spool/"*
 cat >"$CONF" <<CONF
@@ -102,11 +114,11 @@ CredType=cred/munge
 # a requeued job is held cred_expire+1 s (default 121 s)
 AuthInfo=cred_expire=5
 StateSaveLocation=${DIR}/state
-SlurmdSpoolDir=${DIR}/spool
+SlurmdSpoolDir=${DIR}/spool/%n
 SlurmctldPidFile=${DIR}/slurmctld.pid
-SlurmdPidFile=${DIR}/slurmd.pid
+SlurmdPidFile=${DIR}/slurmd-%n.pid
 SlurmctldLogFile=${DIR}/slurmctld.log
-SlurmdLogFile=${DIR}/slurmd.log
+SlurmdLogFile=${DIR}/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 # pgid: background children of a job die with it (linuxproc leaves orphans)
@@ -123,8 +135,8 @@ JobRequeue=1
 MinJobAge=3600
 KillWait=30
 MailProg=/bin/true
-NodeName=${HOST} NodeAddr=127.0.0.1 ${HW} State=UNKNOWN
-PartitionName=debug Nodes=${HOST} Default=YES MaxTime=INFINITE State=UP
+${NODE_LINES}
+PartitionName=debug Nodes=${ALL} Default=YES MaxTime=INFINITE State=UP
 CONF
 # slurmd 22.05 always loads a cgroup plugin, even with proctrack/pgid + task/none
 if grep -q "cgroup2 /sys/fs/cgroup " /proc/mounts; then
@@ -135,25 +147,29 @@ fi
 export SLURM_CONF="$CONF"
 
 # 4. Daemons (-c: clean state, so "idle" means this slurmd registered)
-rm -f "$DIR/slurmctld.log" "$DIR/slurmd.log"
+rm -f "$DIR"/*.log "$DIR"/*.pid
 slurmctld -c -f "$CONF" || fail "slurmctld did not start"
 for _ in $(seq 50); do [[ -s "$DIR/slurmctld.pid" ]] && break; sleep 0.1; done
-slurmd -c -f "$CONF" -N "$HOST" || fail "slurmd did not start"
-for _ in $(seq 50); do [[ -s "$DIR/slurmd.pid" ]] && break; sleep 0.1; done
-{
-    echo "slurmctld $(cat "$DIR/slurmctld.pid")"
-    echo "slurmd $(cat "$DIR/slurmd.pid")"
-    [[ -n "$started_munged" ]] && echo "munged $started_munged"
-} >"$DIR/pids"
+[[ -s "$DIR/slurmctld.pid" ]] || fail "slurmctld wrote no pid file"
+: >"$DIR/pids"
+[[ -n "$started_munged" ]] && echo "munged $started_munged" >>"$DIR/pids"
+echo "slurmctld $(cat "$DIR/slurmctld.pid")" >>"$DIR/pids"
+for name in "${NAMES[@]}"; do
+    mkdir -p "$DIR/spool/$name"
+    slurmd -c -f "$CONF" -N "$name" || fail "slurmd for node $name did not start"
+    for _ in $(seq 50); do [[ -s "$DIR/slurmd-$name.pid" ]] && break; sleep 0.1; done
+    [[ -s "$DIR/slurmd-$name.pid" ]] || fail "slurmd for node $name wrote no pid file"
+    echo "slurmd $(cat "$DIR/slurmd-$name.pid")" >>"$DIR/pids"
+done
 
 end=$((SECONDS + WAIT_S))
 state=""
 while ((SECONDS < end)); do
-    state="$(sinfo -h -n "$HOST" -o %T 2>/dev/null || true)"
-    [[ "$state" == idle ]] && break
+    state="$(sinfo -h -N -n "$ALL" -o %T 2>/dev/null | sort -u | tr '\n' ' ' || true)"
+    [[ "$state" == "idle " ]] && break
     sleep 0.2
 done
-[[ "$state" == idle ]] || fail "node $HOST is '${state:-unknown}', not idle, after ${WAIT_S} s"
+[[ "$state" == "idle " ]] || fail "nodes $ALL are '${state:-unknown}', not all idle, after ${WAIT_S} s"
 echo "export SLURM_CONF=$CONF" >"$DIR/env.sh"
-say "up in ${SECONDS} s: node $HOST idle; $(tr '\n' ' ' <"$DIR/pids")"
+say "up in ${SECONDS} s: node(s) $ALL idle; $(tr '\n' ' ' <"$DIR/pids")"
 cat "$DIR/env.sh"

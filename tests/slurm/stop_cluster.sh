@@ -3,7 +3,7 @@
 #
 # Usage: tests/slurm/stop_cluster.sh [STATE_DIR]        # default STATE_DIR: /tmp/mumo-slurm
 #
-# Stops only the daemons recorded in STATE_DIR/pids (slurmd, slurmctld, and munged when start_cluster
+# Stops only the daemons recorded in STATE_DIR/pids (the slurmd daemons, slurmctld, and munged when start_cluster
 # started it), by PID, after checking /proc/PID/comm names that daemon (a stale PID reused by another
 # process is left alone). SIGTERM, wait up to 10 s, then SIGKILL. A stopped daemon that lingers as a
 # zombie (this sandbox's PID 1 reaps late) counts as stopped. Jobs still running are cancelled first.
@@ -30,13 +30,11 @@ if [[ -f "$DIR/slurm.conf" ]] && command -v scancel >/dev/null; then
     SLURM_CONF="$DIR/slurm.conf" scancel --full --quiet --user root 2>/dev/null || true
 fi
 
-# slurmd first (it reports to slurmctld), munged last
-for name in slurmd slurmctld munged; do
-    pid="$(awk -v n="$name" '$1 == n {print $2}' "$PIDS")"
-    [[ -n "$pid" ]] || continue
+stop() {  # stop NAME PID
+    local name="$1" pid="$2"
     if ! alive "$pid" "$name"; then
         say "$name ($pid) is not running"
-        continue
+        return 0
     fi
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 100); do alive "$pid" "$name" || break; sleep 0.1; done
@@ -45,7 +43,16 @@ for name in slurmd slurmctld munged; do
         kill -KILL "$pid" 2>/dev/null || true
         for _ in $(seq 20); do alive "$pid" "$name" || break; sleep 0.1; done
     fi
-    alive "$pid" "$name" && { say "could not stop $name ($pid)"; exit 1; }
+    alive "$pid" "$name" && { say "could not stop $name ($pid)"; return 1; }
     say "stopped $name ($pid)"
+}
+
+# slurmd(s) first (they report to slurmctld), munged last
+status=0
+for name in slurmd slurmctld munged; do
+    for pid in $(awk -v n="$name" '$1 == n {print $2}' "$PIDS"); do
+        stop "$name" "$pid" || status=1
+    done
 done
+((status == 0)) || exit 1
 rm -f "$PIDS"
