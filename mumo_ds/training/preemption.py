@@ -7,6 +7,12 @@ the same step. They save a checkpoint and exit with :data:`PREEMPTED_EXIT_CODE`;
 ``RUN/preempted.json`` (the exit code of ``torchrun`` is always 1 when a rank fails, while the
 ``deepspeed`` launcher passes the rank's code through). A requeue script resubmits the job when it sees
 either; the next run resumes from that checkpoint by itself.
+
+Which process to signal (measured with torch 2.13 on CPU): ``torchrun`` turns a SIGTERM into SIGTERM for
+every rank, which then checkpoint and exit 42 (torchrun itself exits 1, after up to its shutdown timeout).
+``torchrun`` has no SIGUSR1 handler: a SIGUSR1 sent to it kills torchrun alone (exit 138) and leaves the
+ranks running as orphans, without a checkpoint. So send SIGTERM to torchrun, or SIGUSR1/SIGTERM to the
+rank processes themselves (its children). The ``deepspeed`` launcher likewise handles only SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
