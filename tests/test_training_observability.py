@@ -63,3 +63,15 @@ def test_nan_losses_are_skipped_then_stop_the_run_keeping_the_last_checkpoint(sa
     assert {"val_loss", "val_loss_music", "val_loss_motion"} <= set(val) and "val_loss" not in lines[2]
     meta = checkpoint.read_meta(run / "checkpoints", "step00000004")
     assert meta["validation"] == val and meta["metrics"]["loss"] == lines[3]["loss"]
+
+
+def test_non_finite_grad_norm_stops_with_the_last_good_checkpoint_named():
+    import torch
+
+    from mumo_ds.training.guards import NonFiniteError, NonFiniteGuard
+
+    guard = NonFiniteGuard(3, torch.device("cpu"), "The newest checkpoint, run/checkpoints/step00000004, is the last good state.")
+    guard.check_grad_norm(1.5, 5)
+    guard.check_grad_norm(None, 5)  # ZeRO-0 fp32 reports no norm
+    with pytest.raises(NonFiniteError, match=r"step 6: gradient norm inf .*/step00000004, is the last good state"):
+        guard.check_grad_norm(float("inf"), 6)
