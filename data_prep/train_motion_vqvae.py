@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--val-clips", type=int, default=0, help="hold out the last N clips; 0: hold out the tail of every clip")
     p.add_argument("--val-fraction", type=float, default=0.2, help="tail fraction held out when --val-clips 0")
+    p.add_argument("--eval-window", type=int, default=64, help="held-out clips are cut into windows of this many frames for the report (0: whole clips)")
     p.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
     p.add_argument("--keep-checkpoints", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/checkpoints (fresh start if none)")
@@ -199,27 +200,33 @@ def train_step(model: MotionVQVAE, wrapped: torch.nn.Module, optimizer, batch: t
     }
 
 
+def eval_windows(val: list[np.ndarray], window: int) -> list[np.ndarray]:
+    """Held-out clips -> non-overlapping windows of ``window`` frames (the last one shorter; >= 2 frames)."""
+    if window <= 0:
+        return val
+    return [c[s : s + window] for c in val for s in range(0, c.shape[0], window) if c[s : s + window].shape[0] >= 2]
+
+
 @torch.no_grad()
 def evaluate(model: MotionVQVAE, val: list[np.ndarray], mean: np.ndarray, std: np.ndarray, device: torch.device) -> dict:
-    """Held-out clips (normalised, 50 fps) -> reconstruction loss, MPJPE (mm) and per-level code perplexity."""
-    k, frames, recon, mpjpe, rel, codes = model.config.codebook_size, 0, 0.0, 0.0, 0.0, []
+    """Held-out windows (normalised, 50 fps) -> reconstruction loss, MPJPE (mm, frame-weighted means)
+    on recovered joints, and per-level code perplexity over all held-out frames."""
+    k, frames, sums, codes = model.config.codebook_size, 0, {}, []
     for clip in val:
         x = torch.from_numpy(clip)[None].to(device)  # [1, T, 263]
         out = model(x)
         pred = out["reconstruction"][0].float().cpu().numpy()  # [T, 263]
-        m = mpjpe_mm(denormalize(pred, mean, std), denormalize(clip, mean, std))
         t = clip.shape[0]
+        metrics = {"val_recon_loss": out["recon_loss"].item(), **mpjpe_mm(denormalize(pred, mean, std), denormalize(clip, mean, std))}
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0.0) + value * t
         frames += t
-        recon += out["recon_loss"].item() * t
-        mpjpe += m["mpjpe_mm"] * t
-        rel += m["mpjpe_root_relative_mm"] * t
         codes.append(out["codes"][0].cpu().numpy())  # [L, T]
     all_codes = np.concatenate(codes, axis=1)  # [L, sum T]
     return {
+        "val_windows": len(val),
         "val_frames": frames,
-        "val_recon_loss": recon / frames,
-        "mpjpe_mm": mpjpe / frames,
-        "mpjpe_root_relative_mm": rel / frames,
+        **{name: total / frames for name, total in sums.items()},
         "perplexity": [perplexity(level, k) for level in all_codes],
         "codes_used": [int(np.unique(level).size) for level in all_codes],
     }
@@ -311,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {}
     if rank == 0:
         model.eval()
-        report = {"step": args.steps, "world_size": world, "train_frames": sum(c.shape[0] for c in train_clips), **evaluate(model, val_clips, mean, std, device)}
+        report = {"step": args.steps, "world_size": world, "train_frames": sum(c.shape[0] for c in train_clips), **evaluate(model, eval_windows(val_clips, args.eval_window), mean, std, device)}
         model.train()
         export_model(model, out / "model", args)
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -196,3 +196,16 @@ def test_perplexity_counts_effective_codes():
     assert perplexity(np.array([3, 3, 3]), 2048) == 1.0
     assert perplexity(np.arange(16), 2048) == pytest.approx(16.0)
     assert perplexity(np.array([0, 0, 0, 1]), 2048) == pytest.approx(np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25))))
+
+
+def test_mpjpe_of_a_known_offset():
+    """Raising the root height channel by 0.1 m moves only joint 0 (the other joints' Y is absolute): 100 mm / 22."""
+    from mumo_ds.tokenizers.motion_metrics import mpjpe_mm
+
+    feats = load_features(CLIP)[:100]
+    assert mpjpe_mm(feats, feats) == {"mpjpe_mm": 0.0, "mpjpe_root_relative_mm": 0.0, "mpjpe_local_mm": 0.0}
+    moved = feats.copy()
+    moved[:, 3] += np.float32(0.1)
+    m = mpjpe_mm(moved, feats)
+    for name in ("mpjpe_mm", "mpjpe_local_mm"):
+        assert m[name] == pytest.approx(100.0 / 22, rel=1e-4)
