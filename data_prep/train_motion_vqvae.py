@@ -101,7 +101,7 @@ def prepare_clips(files: list[Path], fps: float, mean: np.ndarray, std: np.ndarr
     return [normalize(resample_features(load_features(f), fps, 50.0), mean, std) for f in files]
 
 
-def split_clips(clips: list[np.ndarray], val_clips: int, val_fraction: float, window: int) -> tuple[list, list]:
+def split_clips(clips: list[np.ndarray], val_clips: int, val_fraction: float) -> tuple[list, list]:
     if val_clips > 0:
         if val_clips >= len(clips):
             raise ValueError(f"--val-clips {val_clips}: only {len(clips)} clip(s); leave at least one for training")
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     mean, std = load_stats(args.mean, args.std)
     files = find_feature_files(args.features)
-    train_clips, val_clips = split_clips(prepare_clips(files, args.fps, mean, std), args.val_clips, args.val_fraction, args.window)
+    train_clips, val_clips = split_clips(prepare_clips(files, args.fps, mean, std), args.val_clips, args.val_fraction)
     sampler = WindowSampler(train_clips, args.window, seed=args.seed * 1000 + rank)
 
     config = build_config(args)
