@@ -162,6 +162,11 @@ mumo_run_stage() {
     : "${STAGE:?the stage script must set STAGE before sourcing slurm/common.sh}"
     [[ -n "${SLURM_JOB_ID:-}" ]] ||
         mumo_die 2 "not inside a Slurm job: submit with sbatch (e.g. mkdir -p logs && sbatch $MUMO_SCRIPT), or run it in an salloc allocation"
+    MUMO_SIGNAL=""
+    MUMO_FORWARDED=""
+    MUMO_LAUNCH_PID=""
+    trap 'mumo_on_signal USR1' USR1  # from the start: a signal's default action would kill the job unsaved
+    trap 'mumo_on_signal TERM' TERM
     cd "$MUMO_REPO"
     mumo_python_env
 
@@ -203,11 +208,6 @@ mumo_run_stage() {
         "rendezvous $MUMO_MASTER_ADDR:$MUMO_MASTER_PORT, run folder $RUN_DIR"
     mumo_log "per node: $PYTHON -m torch.distributed.run --node_rank \$SLURM_NODEID ${torchrun[*]} ${train[*]}"
 
-    MUMO_SIGNAL=""
-    MUMO_FORWARDED=""
-    MUMO_LAUNCH_PID=""
-    trap 'mumo_on_signal USR1' USR1
-    trap 'mumo_on_signal TERM' TERM
     if [[ -n "$MUMO_SIGNAL" ]]; then  # signalled before anything started: nothing to save
         mumo_requeue
     fi
@@ -228,7 +228,8 @@ mumo_run_stage() {
     MUMO_LAUNCH_PID=""
 
     if [[ -f "$marker" || "$rc" == "$MUMO_PREEMPTED_EXIT_CODE" ]]; then
-        mumo_log "training was preempted (exit $rc): $(cat "$marker" 2>/dev/null || echo 'no marker')"
+        mumo_log "training was preempted (exit $rc; torchrun's SignalException traceback above is expected):" \
+            "$(cat "$marker" 2>/dev/null || echo 'no marker')"
         mumo_requeue
     fi
     if ((rc != 0)); then

@@ -34,8 +34,6 @@ STEPS = 6
 TRAIN = ["--max-steps", str(STEPS), "--crop-frames", "48", "--micro-batch-size", "2", "--lr", "3e-3", "--warmup-steps", "1"]
 CPU_SBATCH = ["--gpus-per-node=0", "--cpus-per-task=2", "--time=10"]
 
-pytestmark = pytest.mark.distributed
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -147,6 +145,7 @@ def pipeline(slurm, shards, tmp_path_factory):
     return {"runs": runs, "logs": logs, "jobs": jobs, "info": info, "stdout": proc.stdout}
 
 
+@pytest.mark.distributed
 def test_pipeline_runs_stage_1_then_2_then_3_each_from_the_previous_export(pipeline):
     jobs, info, logs, runs = pipeline["jobs"], pipeline["info"], pipeline["logs"], pipeline["runs"]
     out = Output(job_output(logs, tail=None))
@@ -164,6 +163,7 @@ def test_pipeline_runs_stage_1_then_2_then_3_each_from_the_previous_export(pipel
     assert json.loads((runs / "stage3" / "export" / "config.json").read_text())["captioning"] is True
 
 
+@pytest.mark.distributed
 def test_two_nodes_usr1_checkpoint_requeue_resume_match_the_one_node_run(slurm, shards, pipeline, tmp_path):
     """joint.sh on 2 nodes x 1 rank, USR1 after step 3: checkpoint, requeue, resume, and the losses of the
     pipeline's uninterrupted 1 node x 2 ranks stage 2 (same ranks, same samples), bit for bit."""
@@ -198,6 +198,7 @@ def test_two_nodes_usr1_checkpoint_requeue_resume_match_the_one_node_run(slurm, 
     assert [got[s]["loss"] for s in got] == [want[s]["loss"] for s in want], (got, want)  # bit-exact (fp32)
 
 
+@pytest.mark.distributed
 def test_a_failed_stage_is_not_requeued_and_cancels_the_rest_of_the_chain(slurm, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -212,6 +213,7 @@ def test_a_failed_stage_is_not_requeued_and_cancels_the_rest_of_the_chain(slurm,
     assert info[jobs["2"]]["JobState"] == "CANCELLED", _states(info)  # --kill-on-invalid-dep=yes: not pending forever
 
 
+@pytest.mark.distributed
 def test_pipeline_refuses_bad_requests_before_submitting(slurm, tmp_path):
     before = slurm.run("squeue", "-h", "-o", "%i").stdout.split()
     for args, env, message in [
@@ -234,3 +236,32 @@ def test_an_undefined_stage_stops_the_job_before_launching_with_train_py_s_messa
     assert proc.returncode == 2 and "UNREACHED" not in proc.stdout, proc.stdout + proc.stderr
     assert "--stage 9: no such stage" in proc.stderr, proc.stderr  # train.py's own message
     assert "stage 9 is not defined yet" in proc.stderr and "nothing was started" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({"SLURM_GPUS_ON_NODE": "4"}, "4 gpu unset"),
+        ({"SLURM_GPUS_PER_NODE": "a100:8"}, "8 gpu unset"),
+        ({"CUDA_VISIBLE_DEVICES": "0,1"}, "2 gpu unset"),
+        ({"SLURM_GPUS_PER_NODE": "0"}, "2 cpu 1"),
+        ({"CPU_PROCS_PER_NODE": "3"}, "3 cpu 1"),
+        ({"SLURM_GPUS_ON_NODE": "8", "NPROC_PER_NODE": "1"}, "1 gpu unset"),
+    ],
+)
+def test_processes_per_node_follow_the_gpus_else_the_cpu_setting(env, expected):
+    """common.sh's choice of --nproc_per_node (no cluster needed)."""
+    script = (f"set -euo pipefail; source {REPO}/slurm/common.sh; mumo_procs_per_node; "
+              'echo "$MUMO_NPROC $MUMO_DEVICE ${OMP_NUM_THREADS:-unset}"')
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SLURM_", "CUDA_VISIBLE")) and k not in ("NPROC_PER_NODE", "CPU_PROCS_PER_NODE", "OMP_NUM_THREADS")}
+    proc = subprocess.run(["bash", "-c", script], env={**clean, **env}, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout.split("\n")[0] == expected, (proc.stdout, proc.stderr)
+
+
+def test_the_rendezvous_port_comes_from_the_job_id():
+    script = f"set -euo pipefail; source {REPO}/slurm/common.sh; mumo_rendezvous; echo $MUMO_MASTER_ADDR $MUMO_MASTER_PORT"
+    env = {**os.environ, "SLURM_JOB_ID": "123456", "SLURM_NNODES": "2", "MUMO_MASTER_ADDR": "127.0.0.1"}
+    env.pop("MUMO_MASTER_PORT", None)
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.stdout.split() == ["127.0.0.1", str(10000 + 123456 % 20000)], proc.stdout + proc.stderr

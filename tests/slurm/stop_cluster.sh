@@ -7,6 +7,7 @@
 # started it), by PID, after checking /proc/PID/comm names that daemon (a stale PID reused by another
 # process is left alone). SIGTERM, wait up to 10 s, then SIGKILL. A stopped daemon that lingers as a
 # zombie (this sandbox's PID 1 reaps late) counts as stopped. Jobs still running are cancelled first.
+# munged is left running while another Slurm daemon on this machine (a second test cluster) needs it.
 set -euo pipefail
 
 DIR="${1:-${MUMO_SLURM_DIR:-/tmp/mumo-slurm}}"
@@ -47,10 +48,26 @@ stop() {  # stop NAME PID
     say "stopped $name ($pid)"
 }
 
+others_use_munge() {  # another Slurm daemon (not a zombie) still runs on this machine
+    local comm_file pid
+    for comm_file in /proc/[0-9]*/comm; do
+        pid="${comm_file#/proc/}"
+        pid="${pid%/comm}"
+        case "$(cat "$comm_file" 2>/dev/null)" in
+            slurmctld|slurmd) alive "$pid" "$(cat "$comm_file" 2>/dev/null)" && return 0 ;;
+        esac
+    done
+    return 1
+}
+
 # slurmd(s) first (they report to slurmctld), munged last
 status=0
 for name in slurmd slurmctld munged; do
     for pid in $(awk -v n="$name" '$1 == n {print $2}' "$PIDS"); do
+        if [[ "$name" == munged ]] && others_use_munge; then
+            say "leaving munged ($pid) running: another Slurm cluster on this machine uses it"
+            continue
+        fi
         stop "$name" "$pid" || status=1
     done
 done
