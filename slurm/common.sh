@@ -160,6 +160,11 @@ mumo_requeue() {
 # mumo_run_stage [train.py options...]: the whole job.
 mumo_run_stage() {
     : "${STAGE:?the stage script must set STAGE before sourcing slurm/common.sh}"
+    if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then  # the script's header comment
+        sed -n '2,/^#SBATCH/p' "$MUMO_SCRIPT" | sed -e '/^#SBATCH/d' -e 's/^# \{0,1\}//'
+        echo "Environment variables: see the header of $MUMO_REPO/slurm/common.sh; train.py options: python train.py --help"
+        exit 0
+    fi
     [[ -n "${SLURM_JOB_ID:-}" ]] ||
         mumo_die 2 "not inside a Slurm job: submit with sbatch (e.g. mkdir -p logs && sbatch $MUMO_SCRIPT), or run it in an salloc allocation"
     MUMO_SIGNAL=""
