@@ -28,7 +28,13 @@ alive() {  # alive PID NAME: running (not a zombie) and still that daemon
 }
 
 if [[ -f "$DIR/slurm.conf" ]] && command -v scancel >/dev/null; then
-    SLURM_CONF="$DIR/slurm.conf" scancel --full --quiet --user root 2>/dev/null || true
+    # cancel what is left and let it finish, or its slurmstepd outlives the daemons
+    export SLURM_CONF="$DIR/slurm.conf"
+    if [[ -n "$(squeue -h -o %i 2>/dev/null)" ]]; then
+        scancel --full --quiet --user root 2>/dev/null || true
+        for _ in $(seq 150); do [[ -z "$(squeue -h -o %i 2>/dev/null)" ]] && break; sleep 0.2; done
+        [[ -z "$(squeue -h -o %i 2>/dev/null)" ]] || say "jobs still listed after 30 s: $(squeue -h -o '%i %T' | tr '\n' ' ')"
+    fi
 fi
 
 stop() {  # stop NAME PID
