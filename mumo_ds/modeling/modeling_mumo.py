@@ -382,18 +382,12 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         if task != "lm":
             raise ValueError(f"task={task!r}: choose 'lm' or 'caption'")
 
-        special, k = self.config.special_token_id, self.config.num_codebooks
+        special = self.config.special_token_id
         inputs, labels, text = {}, {}, {}
         for m, (codes, frame_mask, caption_ids, caption_mask) in streams.items():
-            self._check_codes(m, codes)
-            if frame_mask is None:
-                frame_mask = torch.ones(codes.shape[0], codes.shape[-1], dtype=torch.bool, device=codes.device)
-            # padded frames read as the pad id, so they are invisible to the real frames around them
-            codes = torch.where(frame_mask.bool()[:, None, :], codes.long(), special)
-            delayed = build_delay_pattern(codes, special)  # [B, K, T] -> [B, K, T+K-1]
+            delayed, real = self._delayed(m, codes, frame_mask)
             bos = torch.full_like(delayed[..., :1], special)
             inputs[m] = torch.cat([bos, delayed[..., :-1]], dim=-1)  # step s reads column s-1
-            real = delayed_frame_mask(frame_mask.bool(), k)  # [B, K, T+K-1]
             labels[m] = torch.where(real, delayed, IGNORE_INDEX)
             text[m] = self.encode_text(caption_ids, caption_mask, codes.shape[0], codes.device)
 
@@ -417,15 +411,10 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         """Delayed grids (no shift: the whole grid is visible), real-position masks and null captions."""
         if not self.config.captioning:
             raise ValueError("this model has no captioning modules: load it with captioning=True and train stage 3")
-        special, k = self.config.special_token_id, self.config.num_codebooks
         inputs, keys, text = {}, {}, {}
         for m, (codes, frame_mask, *_) in streams.items():
-            self._check_codes(m, codes)
-            if frame_mask is None:
-                frame_mask = torch.ones(codes.shape[0], codes.shape[-1], dtype=torch.bool, device=codes.device)
-            codes = torch.where(frame_mask.bool()[:, None, :], codes.long(), special)
-            inputs[m] = build_delay_pattern(codes, special)  # [B, K, T+K-1]
-            keys[m] = delayed_frame_mask(frame_mask.bool(), k).any(dim=1)  # [B, T+K-1]
+            inputs[m], real = self._delayed(m, codes, frame_mask)  # [B, K, T+K-1]
+            keys[m] = real.any(dim=1)  # [B, T+K-1]: positions that hold any real code
             text[m] = self.encode_text(None, None, codes.shape[0], codes.device)  # the caption is the target
         return inputs, keys, text
 
@@ -483,6 +472,18 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
     def generate(self, num_frames: int, prompts: dict, text: dict | None = None, **options) -> dict[str, torch.Tensor]:
         """Sample codes for the streams named in ``prompts`` (KV-cached, CFG); see :func:`generation.generate`."""
         return generate(self, num_frames, prompts, text, **options)
+
+    def _delayed(self, modality: str, codes: torch.Tensor, frame_mask: torch.Tensor | None):
+        """Checked codes [B, K, T] -> (delayed grid [B, K, T+K-1], True where a cell holds a real frame).
+
+        Padded frames (``frame_mask`` False) read as the pad id, so they are invisible to the real
+        frames around them."""
+        self._check_codes(modality, codes)
+        special = self.config.special_token_id
+        if frame_mask is None:
+            frame_mask = torch.ones(codes.shape[0], codes.shape[-1], dtype=torch.bool, device=codes.device)
+        codes = torch.where(frame_mask.bool()[:, None, :], codes.long(), special)
+        return build_delay_pattern(codes, special), delayed_frame_mask(frame_mask.bool(), self.config.num_codebooks)
 
     def _check_codes(self, modality: str, codes: torch.Tensor) -> None:
         k, v = self.config.num_codebooks, self.config.codebook_size
