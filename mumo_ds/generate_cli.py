@@ -96,12 +96,11 @@ def write_music_wav(codes: torch.Tensor, codec_dir: Path, out: Path) -> Path:
 
 def write_motion(codes: torch.Tensor, vqvae_dir: str, out: Path) -> list[str]:
     """Decode motion codes [B, 4, T] with a motion VQ-VAE: features [B, T, 263] and joints [B, T, 22, 3]."""
+    from .tokenizers.motion_codec import decode_batch
     from .tokenizers.motion_features import recover_joints
     from .tokenizers.motion_vqvae import MotionVQVAE
 
-    vqvae = MotionVQVAE.from_pretrained(vqvae_dir).eval()
-    with torch.inference_mode():
-        features = vqvae.denormalize(vqvae.decode(codes.long())).float().cpu().numpy()
+    features = decode_batch(MotionVQVAE.from_pretrained(vqvae_dir).eval(), codes)
     np.save(out / "motion_features.npy", features)
     np.save(out / "motion_joints.npy", np.stack([recover_joints(f) for f in features]))
     return ["motion_features.npy", "motion_joints.npy"]

@@ -26,7 +26,7 @@ import torch
 from ..data import CodesLoader
 from ..modeling import MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.generation import TASKS
-from ..modeling.text import load_tokenizer, tokenize_captions
+from ..modeling.text import tokenize_captions
 from ..viz.plots import plot_metric
 from .motion_metrics import beat_align_score, motion_beats, motion_metrics, music_beats
 from .music_metrics import EncodecEmbedder, music_fd
@@ -99,11 +99,10 @@ class Decoders:
             return [a[0].float().numpy() for a in self.codec.decode(codes.long())]
 
     def joints(self, codes: torch.Tensor) -> list[np.ndarray]:
+        from ..tokenizers.motion_codec import decode_batch
         from ..tokenizers.motion_features import recover_joints
 
-        with torch.inference_mode():
-            features = self.vqvae.denormalize(self.vqvae.decode(codes.long())).float().numpy()
-        return [recover_joints(f) for f in features]
+        return [recover_joints(f) for f in decode_batch(self.vqvae, codes)]
 
 
 # --------------------------------------------------------------------- evaluation
@@ -128,7 +127,7 @@ def conditions(args, cfg) -> list[dict]:
 
 def evaluate_checkpoint(model, args, batches: list[dict], decoders: Decoders) -> dict[str, float]:
     generated, given = TASKS[args.task]
-    tokenizer = load_tokenizer(model.name_or_path) if (Path(model.name_or_path) / "tokenizer_config.json").is_file() else load_tokenizer(model.config.text_tokenizer)
+    tokenizer = model.saved_tokenizer()
     outputs = {m: [] for m in generated}
     references = {m: [] for m in generated}
     conditions_music = []

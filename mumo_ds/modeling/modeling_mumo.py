@@ -453,14 +453,15 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
             raise ValueError("caption needs music_codes and/or motion_codes")
         inputs, keys, text = self._caption_inputs(streams)
         hidden = self.backbone(inputs, text, caption_keys=keys)
-        tokenizer = tokenizer or self._saved_tokenizer()
+        tokenizer = tokenizer or self.saved_tokenizer()
         return {
             m: tokenizer.batch_decode(self.caption_decoder.generate(hidden[m], keys[m], num_beams, max_new_tokens),
                                       skip_special_tokens=True)
             for m in streams
         }
 
-    def _saved_tokenizer(self):
+    def saved_tokenizer(self):
+        """The caption tokenizer saved with this model's folder, else ``config.text_tokenizer``."""
         from .text import load_tokenizer
 
         folder = getattr(self, "name_or_path", "")

@@ -42,3 +42,9 @@ def codes_to_features(model: MotionVQVAE, codes: np.ndarray, source: str = "code
     x = torch.from_numpy(codes.astype(np.int64))[None].to(model.feature_mean.device)  # [1, 4, T]
     feats = model.denormalize(model.decode(x))[0]  # [T, 263]
     return feats.float().cpu().numpy()
+
+
+def decode_batch(model: MotionVQVAE, codes: torch.Tensor) -> np.ndarray:
+    """Codes [B, num_quantizers, T] -> raw (denormalised) features [B, T, 263] float32, in one forward."""
+    with torch.inference_mode():
+        return model.denormalize(model.decode(codes.long())).float().cpu().numpy()
