@@ -1,16 +1,18 @@
 """Model-state memory per rank under ZeRO-3 vs ZeRO-0 (2 CPU ranks), and ZeRO-0 vs a plain PyTorch loop.
 
-    python bench/memory.py            # prints one JSON object (about a minute on 2 cores)
+    python bench/memory.py            # prints one JSON object (a few minutes on 2 cores)
 
-Model: the "small" preset scaled down (d=256, 4 layers, tiny T5), stage 2 trainable set, fp32, AdamW.
+Model: the "small" preset scaled down (d=256, 4 layers, tiny T5), stage 2 trainable set, AdamW, the
+shipped ds_configs (ZeRO bucket sizes "auto" = sized from the model width), in bf16 mixed precision (the
+production setting, and the one ZeRO's 16-bytes-per-parameter accounting is about) and in fp32.
 Memory is counted, not sampled: every tensor reachable from the module (parameters, ZeRO-3 partitions,
 .grad) and from the DeepSpeed optimizer object graph (master copies, gradient partitions, Adam moments),
 each storage once, right after the backward and right after the step of the third step.
+In fp32, ZeRO-3 still keeps both the module's weight partition and a separate fp32 master partition
+("master_weights"), so its floor on 2 ranks is (2+2+2+4)/16 = 0.625x of ZeRO-0; in bf16 both sides
+hold a master copy and ZeRO-3 partitions all of it.
 The speed part runs both loops in one process on 1 rank with 2 threads, same model, same batch, steps
 interleaved (DeepSpeed, plain, DeepSpeed, ...) so that load from other processes hits both alike.
-Under ZeRO-3 fp32, DeepSpeed keeps a partition of the module weights and a separate fp32 master copy
-("master_weights"), and preallocates a gradient bucket of reduce_bucket_size elements ("ipg_buckets"),
-which dominates for a model this small with the shipped 5e7-element buckets.
 """
 
 from __future__ import annotations
@@ -48,11 +50,14 @@ def build(seed: int = 0):
     return model, batch
 
 
-def ds_config(name: str, world_size: int) -> dict:
+def ds_config(name: str, world_size: int, dtype: str = "fp32") -> dict:
     from mumo_ds.training.config import TrainConfig
     from mumo_ds.training.engine import load_ds_config
 
-    return load_ds_config(TrainConfig(stage=2, ds_config=str(REPO / "ds_configs" / name), micro_batch_size=2, max_steps=100), world_size)
+    train = TrainConfig(stage=2, ds_config=str(REPO / "ds_configs" / name), micro_batch_size=2, max_steps=100)
+    cfg = load_ds_config(train, world_size, SIZE["hidden_size"])
+    cfg["bf16"] = {"enabled": dtype == "bf16"}
+    return cfg
 
 
 def reachable_bytes(roots, seen_storage: set | None = None) -> int:
@@ -110,7 +115,7 @@ def breakdown(engine) -> dict[str, int]:
     return out
 
 
-def worker_memory(zero: str, out: str, bucket: int) -> None:
+def worker_memory(zero: str, out: str, dtype: str) -> None:
     import torch.distributed as dist
 
     from mumo_ds.training import distributed
@@ -118,12 +123,7 @@ def worker_memory(zero: str, out: str, bucket: int) -> None:
 
     rank, world, _ = distributed.setup()
     model, batch = build()
-    cfg = ds_config(zero, world)
-    if bucket:
-        for key in ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size"):
-            if key in cfg["zero_optimization"]:
-                cfg["zero_optimization"][key] = bucket
-    engine, _ = build_engine(model, cfg)
+    engine, _ = build_engine(model, ds_config(zero, world, dtype))
     snapshots = {}
     for step in range(3):
         loss = engine(**batch).loss
@@ -175,7 +175,7 @@ def worker_speed(out: str, steps: int = 12) -> None:
             times[name].append(time.perf_counter() - t0)
     median = {k: statistics.median(v[2:]) for k, v in times.items()}  # first 2 steps warm up
     Path(out).write_text(json.dumps({"median_step_s": median, "steps_timed": steps - 2,
-                                     "overhead": median["deepspeed_zero0"] / median["plain_pytorch"] - 1}))
+                                     "deepspeed_over_plain": median["deepspeed_zero0"] / median["plain_pytorch"]}))
     distributed.teardown()
 
 
@@ -194,26 +194,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", choices=["memory", "speed"])
     parser.add_argument("--zero", default="zero0.json")
-    parser.add_argument("--bucket", type=int, default=0, help="override the ZeRO bucket sizes (elements)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker == "memory":
-        return worker_memory(args.zero, args.out, args.bucket)
+        return worker_memory(args.zero, args.out, args.dtype)
     if args.worker == "speed":
         return worker_speed(args.out)
-    runs = {
-        "zero0": launch(2, ["--worker", "memory", "--zero", "zero0.json"], 1),
-        "zero3 (ds_configs/zero3.json, 5e7-element buckets)": launch(2, ["--worker", "memory", "--zero", "zero3.json"], 1),
-        "zero3 with 5e5-element buckets": launch(2, ["--worker", "memory", "--zero", "zero3.json", "--bucket", "500000"], 1),
-    }
-    peak = {name: max(max(r["after_backward"]["total"], r["after_step"]["total"]) for r in run["per_rank_bytes"])
-            for name, run in runs.items()}
+    runs = {(dtype, zero): launch(2, ["--worker", "memory", "--zero", f"{zero}.json", "--dtype", dtype], 1)
+            for dtype in ("bf16", "fp32") for zero in ("zero0", "zero3")}
+    peak = {key: max(max(r["after_backward"]["total"], r["after_step"]["total"]) for r in run["per_rank_bytes"])
+            for key, run in runs.items()}
     result = {
-        "model": {**SIZE, "preset": "small (scaled down)", "params": runs["zero0"]["model_params"], "dtype": "fp32",
+        "model": {**SIZE, "preset": "small (scaled down)", "params": runs["fp32", "zero0"]["model_params"],
                   "trainable": "stage 2 (all but the text encoder)"},
-        "bytes_per_rank_2_ranks": {name: run["per_rank_bytes"] for name, run in runs.items()},
-        "largest_rank_total_bytes": peak,
+        "bytes_per_rank_2_ranks": {f"{dtype} {zero}": run["per_rank_bytes"] for (dtype, zero), run in runs.items()},
+        "largest_rank_total_bytes": {f"{dtype} {zero}": v for (dtype, zero), v in peak.items()},
+        "zero3_over_zero0": {dtype: peak[dtype, "zero3"] / peak[dtype, "zero0"] for dtype in ("bf16", "fp32")},
+        "target_zero3_over_zero0": 0.55,
         "speed_1_rank_2_threads": launch(1, ["--worker", "speed"], 2),
+        "target_deepspeed_over_plain": 1.05,
     }
     print(json.dumps(result, indent=2))
 

@@ -36,15 +36,19 @@ def test_run_file_then_command_line(tmp_path):
 def test_ds_config_batch_and_refusals(tmp_path):
     cfg = parse_config(["--stage", "1", "--ds-config", "ds_configs/zero3.json", "--micro-batch-size", "3", "--grad-accum", "2", "--max-steps", "50"])
     cfg.ds_config = str(REPO / cfg.ds_config)
-    ds = load_ds_config(cfg, world_size=4)
+    ds = load_ds_config(cfg, world_size=4, hidden_size=256)
     assert ds["train_batch_size"] == 3 * 2 * 4
     assert ds["scheduler"]["params"]["total_num_steps"] == 50
+    zero = ds["zero_optimization"]  # "auto" buffer sizes follow the model width, as under HF Trainer
+    assert (zero["reduce_bucket_size"], zero["stage3_prefetch_bucket_size"], zero["stage3_param_persistence_threshold"]) == (65536, 58982, 2560)
+    with pytest.raises(ValueError, match=r"zero3.json: \['zero_optimization.reduce_bucket_size', .*given the model width"):
+        load_ds_config(cfg, world_size=4)  # no width to size them from
     bad = json.loads((REPO / "ds_configs/zero2.json").read_text())
     bad["train_micro_batch_size_per_gpu"] = "auto"
     (tmp_path / "auto.json").write_text(json.dumps(bad))
     cfg.ds_config = str(tmp_path / "auto.json")
     with pytest.raises(ValueError, match=r"auto.json: \['train_micro_batch_size_per_gpu'\] = \"auto\""):
-        load_ds_config(cfg, 1)
+        load_ds_config(cfg, 1, hidden_size=64)
     bad["train_micro_batch_size_per_gpu"] = 2
     bad["zero_optimisation"] = {"stage": 2}
     (tmp_path / "typo.json").write_text(json.dumps(bad))
@@ -56,7 +60,7 @@ def test_ds_config_batch_and_refusals(tmp_path):
 def test_every_shipped_ds_config_loads():
     for path in sorted((REPO / "ds_configs").glob("*.json")):
         cfg = parse_config(["--stage", "1", "--ds-config", str(path)])
-        assert load_ds_config(cfg, 2)["train_batch_size"] >= 2
+        assert load_ds_config(cfg, 2, hidden_size=64)["train_batch_size"] >= 2
 
 
 def tiny_codec(path):
@@ -134,9 +138,9 @@ def test_generate_cli_captions(tmp_path, task):
 
 def test_lr_schedule_option_replaces_the_config_scheduler():
     args = ["--stage", "1", "--ds-config", str(REPO / "ds_configs/zero2.json"), "--max-steps", "40", "--warmup-steps", "5"]
-    ds = load_ds_config(parse_config([*args, "--lr-schedule", "cosine", "--min-lr-ratio", "0.05"]), 1)
+    ds = load_ds_config(parse_config([*args, "--lr-schedule", "cosine", "--min-lr-ratio", "0.05"]), 1, 64)
     assert ds["scheduler"] == {"type": "WarmupCosineLR", "params": {
         "total_num_steps": 40, "warmup_num_steps": 5, "warmup_min_ratio": 0.0, "cos_min_ratio": 0.05, "warmup_type": "linear"}}
-    assert load_ds_config(parse_config(args), 1)["scheduler"]["type"] == "WarmupDecayLR"  # the config's own
+    assert load_ds_config(parse_config(args), 1, 64)["scheduler"]["type"] == "WarmupDecayLR"  # the config's own
     with pytest.raises(ValueError, match=r"--lr-schedule 'cosin': choose 'linear' or 'cosine'"):
-        load_ds_config(parse_config([*args, "--lr-schedule", "cosin"]), 1)
+        load_ds_config(parse_config([*args, "--lr-schedule", "cosin"]), 1, 64)

@@ -18,11 +18,21 @@ KNOWN_KEYS = {
 }
 
 
-def load_ds_config(cfg: TrainConfig, world_size: int) -> dict:
+# ZeRO buffer sizes that may be "auto": sized from the model width as HF Trainer does, so a small model
+# does not preallocate a 200 MB bucket and a large one is not starved by a tiny one.
+AUTO_ZERO_KEYS = {
+    "reduce_bucket_size": lambda h: h * h,
+    "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
+    "stage3_param_persistence_threshold": lambda h: 10 * h,
+}
+
+
+def load_ds_config(cfg: TrainConfig, world_size: int, hidden_size: int | None = None) -> dict:
     """Read the DeepSpeed JSON, check it, apply command-line overrides, and set the global batch.
 
-    DeepSpeed ignores misspelled keys silently, and ``"auto"`` works only under HF Trainer,
-    so both are refused here with the file and the key named.
+    DeepSpeed ignores misspelled keys silently, so they are refused here with the file and the key
+    named. ``"auto"`` is resolved for the ZeRO bucket sizes in ``AUTO_ZERO_KEYS`` from ``hidden_size``
+    and refused everywhere else (it works only under HF Trainer).
     """
     path = Path(cfg.ds_config)
     if not path.is_file():
@@ -31,9 +41,14 @@ def load_ds_config(cfg: TrainConfig, world_size: int) -> dict:
     unknown = sorted(set(ds) - KNOWN_KEYS)
     if unknown:
         raise ValueError(f"{path}: unknown top-level key(s) {unknown} (DeepSpeed would silently ignore them)")
+    zero = ds.get("zero_optimization", {})
+    for key, size in AUTO_ZERO_KEYS.items():
+        if zero.get(key) == "auto" and hidden_size:
+            zero[key] = size(hidden_size)
     autos = [key for key, value in _walk(ds) if value == "auto"]
     if autos:
-        raise ValueError(f"{path}: {autos} = \"auto\" works only under HF Trainer; write concrete numbers")
+        where = f"only {sorted(AUTO_ZERO_KEYS)} under zero_optimization, given the model width"
+        raise ValueError(f"{path}: {autos} = \"auto\" is resolved {where}; write concrete numbers")
     if cfg.micro_batch_size:
         ds["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
     if cfg.grad_accum:
@@ -95,4 +110,8 @@ def build_engine(model: nn.Module, ds_config: dict):
     wd = ds_config.get("optimizer", {}).get("params", {}).get("weight_decay", 0.0)
     groups = [g for g in param_groups(model, wd) if g["params"]]
     engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
+    if engine.zero_optimization_stage() == 0 and engine.dp_world_size == 1:
+        # One data-parallel rank has nothing to average: skip the flatten / all-reduce / copy-back of
+        # every gradient (~30% of the backward on CPU). ZeRO >= 1 keeps it: it fills the partitions.
+        engine.enable_backward_allreduce = False
     return engine, scheduler

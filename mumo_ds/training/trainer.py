@@ -154,7 +154,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     model.config.loss_weights = loss_weights(stage, model.config.loss_weights)
     trainable = apply_stage(model, stage)
     mc = model.config
-    ds_config = load_ds_config(cfg, world_size)
+    ds_config = load_ds_config(cfg, world_size, mc.hidden_size)
     micro, accum = ds_config["train_micro_batch_size_per_gpu"], ds_config["gradient_accumulation_steps"]
     loader = make_loader(cfg, stage, mc, "train", micro, rank, world_size)
     make_val_loader = lambda: make_loader(cfg, stage, mc, "val", micro, rank, world_size)  # noqa: E731
