@@ -1,33 +1,89 @@
-"""Clip-level motion features for FID_k / FID_m, from 22-joint world positions [T, 22, 3] (metres, Y up).
+"""Clip-level motion features for FID_k / FID_m: the AIST++ / Bailando definitions, vectorised.
 
-Joint order (HumanML3D = the first 22 SMPL joints)::
+Input: world joint positions [T, 22, 3] (metres, Y up) in HumanML3D order, which is the order of
+the first 22 SMPL joints (the names in brackets are the reference code's)::
 
-    0 pelvis      1 l_hip      2 r_hip      3 spine1     4 l_knee     5 r_knee
-    6 spine2      7 l_ankle    8 r_ankle    9 spine3    10 l_foot    11 r_foot
-   12 neck       13 l_collar  14 r_collar  15 head      16 l_shoulder 17 r_shoulder
-   18 l_elbow    19 r_elbow   20 l_wrist   21 r_wrist
+    0 pelvis [root]     1 l_hip [lhip]       2 r_hip [rhip]        3 spine1 [belly]
+    4 l_knee [lknee]    5 r_knee [rknee]     6 spine2 [spine]      7 l_ankle [lankle]
+    8 r_ankle [rankle]  9 spine3 [chest]    10 l_foot [ltoes]     11 r_foot [rtoes]
+   12 neck [neck]      13 l_collar [linshoulder]  14 r_collar [rinshoulder]  15 head [head]
+   16 l_shoulder [lshoulder]  17 r_shoulder [rshoulder]  18 l_elbow [lelbow]  19 r_elbow [relbow]
+   20 l_wrist [lwrist]  21 r_wrist [rwrist]
 
-Kinetic features (after AIST++ / Bailando): per joint, the mean horizontal kinetic energy
-``0.5 (vx^2 + vz^2)``, the mean vertical kinetic energy ``0.5 vy^2`` and the mean energy
-expenditure ``|a|`` (acceleration magnitude), velocities in m/s from finite differences at
-the clip's frame rate: 22 x 3 = 66 numbers.
+SMPL's two hand joints (22, 23) are not in HumanML3D; no geometric relation uses them, so only the
+kinetic vector is shorter (66 numbers instead of the reference's 72).
+As in the reference evaluation, positions are first made relative to the root of the first frame.
 
-Geometric features: body-relative relations in the spirit of Müller et al.'s relational
-features (the basis of Bailando's "manual" features), averaged over the clip: the fraction of
-frames in which each boolean relation holds (hands above head, hands in front of the body,
-feet raised, knees/elbows bent, hands apart, feet apart, ...), and the mean and standard
-deviation of a few continuous relations. They are not a bit-for-bit port of Bailando's 32
-features; numbers are comparable between runs of this code, not with published tables.
+Kinetic features (AIST++ evaluation): per joint and frame t = 1..T-1, the velocity is the mean
+displacement over the window of frames t-2..t+2 that lie in the clip, divided by the frame time;
+the features are mean |v_xz|^2 (horizontal kinetic energy, no factor 1/2 in the reference), mean v_y^2
+(vertical) and the mean norm of the window-averaged acceleration (energy expenditure).
+The reference computes the earlier velocity of each acceleration as ``p[s] - p[s-1] / dt`` (an
+operator-precedence slip); ``reference_acceleration=True`` (the default) keeps it so that numbers
+compare with published tables, ``False`` uses the physical ``(p[s] - p[s-1]) / dt``.
+
+Geometric ("manual") features: the 32 boolean relations of Müller et al. that AIST++ / Bailando
+evaluate (fairmotion's list), each the fraction of frames 1..T-1 in which it holds. Distances are
+thresholded in multiples of the SMPL template's humerus length, shoulder width and hip width, and
+velocities use the reference's fixed frame time of 1/120 s whatever the clip's frame rate.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-PELVIS, L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 0, 1, 2, 4, 5, 7, 8
-SPINE3, L_FOOT, R_FOOT, NECK, HEAD = 9, 10, 11, 12, 15
-L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST = 16, 17, 18, 19, 20, 21
 NUM_JOINTS = 22
+JOINTS = {name: i for i, name in enumerate((
+    "root", "lhip", "rhip", "belly", "lknee", "rknee", "spine", "lankle", "rankle", "chest", "ltoes", "rtoes",
+    "neck", "linshoulder", "rinshoulder", "head", "lshoulder", "rshoulder", "lelbow", "relbow", "lwrist", "rwrist",
+))}
+# Body scale from the SMPL template's rest pose (metres), as in the reference.
+_TEMPLATE = {
+    "lshoulder": (1.99113488e-01, 2.36807942e-01, -1.80702247e-02),
+    "rshoulder": (-1.91692337e-01, 2.36928746e-01, -1.23055102e-02),
+    "lelbow": (4.54445392e-01, 2.21158922e-01, -4.10167128e-02),
+    "lhip": (5.64076714e-02, -3.23069185e-01, 1.09197125e-02),
+    "rhip": (-6.24834076e-02, -3.31302464e-01, 1.50412619e-02),
+}
+_dist = lambda a, b: float(np.linalg.norm(np.subtract(_TEMPLATE[a], _TEMPLATE[b])))  # noqa: E731
+HL, SW, HW = _dist("lshoulder", "lelbow"), _dist("lshoulder", "rshoulder"), _dist("lhip", "rhip")
+RELATION_FRAME_TIME = 1 / 120
+
+# (relation, joints, threshold or angle range in degrees); geometric_features() spells out each relation.
+RELATIONS = [
+    ("nmove", ("neck", "rhip", "lhip", "rwrist"), 1.8 * HL),
+    ("nmove", ("neck", "lhip", "rhip", "lwrist"), 1.8 * HL),
+    ("nplane", ("chest", "neck", "neck", "rwrist"), 0.2 * HL),
+    ("nplane", ("chest", "neck", "neck", "lwrist"), 0.2 * HL),
+    ("move", ("belly", "chest", "chest"), 1.8 * HL),  # the reference names rwrist / lwrist 4th and never reads it
+    ("move", ("belly", "chest", "chest"), 1.8 * HL),
+    ("angle", ("relbow", "rshoulder", "relbow", "rwrist"), (0, 110)),
+    ("angle", ("lelbow", "lshoulder", "lelbow", "lwrist"), (0, 110)),
+    ("nplane", ("lshoulder", "rshoulder", "lwrist", "rwrist"), 2.5 * SW),
+    ("move", ("lwrist", "rwrist", "rwrist"), 1.4 * HL),
+    ("move", ("rwrist", "root", "lwrist"), 1.4 * HL),
+    ("move", ("lwrist", "root", "rwrist"), 1.4 * HL),
+    ("fast", ("rwrist",), 2.5 * HL),
+    ("fast", ("lwrist",), 2.5 * HL),
+    ("plane", ("root", "lhip", "ltoes", "rankle"), 0.38 * HL),
+    ("plane", ("root", "rhip", "rtoes", "lankle"), 0.38 * HL),
+    ("nplane", ("zero", "y_unit", "y_min", "rankle"), 1.2 * HL),
+    ("nplane", ("zero", "y_unit", "y_min", "lankle"), 1.2 * HL),
+    ("nplane", ("lhip", "rhip", "lankle", "rankle"), 2.1 * HW),
+    ("angle", ("rknee", "rhip", "rknee", "rankle"), (0, 110)),
+    ("angle", ("lknee", "lhip", "lknee", "lankle"), (0, 110)),
+    ("fast", ("rankle",), 2.5 * HL),
+    ("fast", ("lankle",), 2.5 * HL),
+    ("angle", ("neck", "root", "rshoulder", "relbow"), (25, 180)),
+    ("angle", ("neck", "root", "lshoulder", "lelbow"), (25, 180)),
+    ("angle", ("neck", "root", "rhip", "rknee"), (50, 180)),
+    ("angle", ("neck", "root", "lhip", "lknee"), (50, 180)),
+    ("plane", ("rankle", "neck", "lankle", "root"), 0.5 * HL),
+    ("angle", ("neck", "root", "zero", "y_unit"), (70, 110)),
+    ("nplane", ("zero", "minus_y_unit", "y_min", "rwrist"), -1.2 * HL),
+    ("nplane", ("zero", "minus_y_unit", "y_min", "lwrist"), -1.2 * HL),
+    ("fast", ("root",), 2.3 * HL),
+]
 
 
 def _check(joints: np.ndarray) -> np.ndarray:
@@ -36,58 +92,82 @@ def _check(joints: np.ndarray) -> np.ndarray:
         raise ValueError(f"joints: expected [T >= 3, 22, 3], got {list(joints.shape)}")
     if not np.isfinite(joints).all():
         raise ValueError("joints contain NaN or inf")
-    return joints
+    return joints - joints[:1, :1]  # relative to the first frame's root
 
 
-def kinetic_features(joints: np.ndarray, fps: float) -> np.ndarray:
+def _window_mean(x: np.ndarray, first: int, last: int, half: int = 2) -> np.ndarray:
+    """For t in first..last: the mean of x[s] over s in t-half..t+half within 0..len(x)-1 (axis 0)."""
+    csum = np.concatenate([np.zeros_like(x[:1]), np.cumsum(x, axis=0)])
+    t = np.arange(first, last + 1)
+    lo, hi = np.clip(t - half, 0, len(x)), np.clip(t + half + 1, 0, len(x))
+    return (csum[hi] - csum[lo]) / (hi - lo).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def kinetic_features(joints: np.ndarray, fps: float, reference_acceleration: bool = True) -> np.ndarray:
     """[T, 22, 3] -> [66]: per joint (horizontal KE, vertical KE, energy expenditure)."""
-    joints = _check(joints)
-    velocity = np.diff(joints, axis=0) * fps  # [T-1, 22, 3] m/s
-    acceleration = np.diff(velocity, axis=0) * fps  # [T-2, 22, 3] m/s^2
-    horizontal = 0.5 * (velocity[..., 0] ** 2 + velocity[..., 2] ** 2).mean(axis=0)
-    vertical = 0.5 * (velocity[..., 1] ** 2).mean(axis=0)
-    expenditure = np.linalg.norm(acceleration, axis=-1).mean(axis=0)
+    p = _check(joints)
+    dt, n = 1.0 / fps, len(p)
+    step = np.diff(p, axis=0)  # step[s - 1] = p[s] - p[s-1], s = 1..T-1
+    velocity = _window_mean(step, 0, n - 2) / dt  # frames t = 1..T-1 (window over s = t-2..t+2)
+    horizontal = (velocity[..., 0] ** 2 + velocity[..., 2] ** 2).mean(axis=0)
+    vertical = (velocity[..., 1] ** 2).mean(axis=0)
+    # acceleration at s = 1..T-2 from the velocities of s -> s+1 and s-1 -> s
+    earlier = p[1:-1] - p[:-2] / dt if reference_acceleration else step[:-1] / dt
+    acceleration = (step[1:] / dt - earlier) / dt
+    # frame t averages s = t-2..t+2 within 1..T-2: in acceleration's index (s - 1), t-3..t+1
+    t = np.arange(1, n)
+    csum = np.concatenate([np.zeros_like(acceleration[:1]), np.cumsum(acceleration, axis=0)])
+    lo, hi = np.clip(t - 3, 0, n - 2), np.clip(t + 2, 0, n - 2)
+    mean_acc = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)[:, None, None]
+    expenditure = np.linalg.norm(mean_acc, axis=-1).mean(axis=0)
     return np.stack([horizontal, vertical, expenditure], axis=1).reshape(-1)  # [22, 3] -> [66]
 
 
-def _angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Angle at b (radians) of the segments b->a and b->c, per frame."""
-    u, v = a - b, c - b
-    cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1) + 1e-9)
-    return np.arccos(np.clip(cos, -1.0, 1.0))
+def _unit_along(v: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero direction gives NaN: the relation is False
+        return (v * direction).sum(-1) / np.linalg.norm(direction, axis=-1)
 
 
 def geometric_features(joints: np.ndarray) -> np.ndarray:
-    """[T, 22, 3] -> [30]: fractions of frames for 18 boolean relations, mean/std of 6 continuous ones."""
-    j = _check(joints)
-    hip_width = np.linalg.norm(j[:, L_HIP] - j[:, R_HIP], axis=-1).mean() + 1e-9  # body scale
-    up = j[..., 1]
-    # facing direction in the horizontal plane: perpendicular to the hip line, pointing forward
-    across = j[:, L_HIP] - j[:, R_HIP]
-    forward = np.stack([across[:, 2], np.zeros(len(j)), -across[:, 0]], axis=-1)
-    forward /= np.linalg.norm(forward, axis=-1, keepdims=True) + 1e-9
-    ahead = lambda joint: ((j[:, joint] - j[:, PELVIS]) * forward).sum(-1)  # noqa: E731
-    knee_l = _angle(j[:, L_HIP], j[:, L_KNEE], j[:, L_ANKLE])
-    knee_r = _angle(j[:, R_HIP], j[:, R_KNEE], j[:, R_ANKLE])
-    elbow_l = _angle(j[:, L_SHOULDER], j[:, L_ELBOW], j[:, L_WRIST])
-    elbow_r = _angle(j[:, R_SHOULDER], j[:, R_ELBOW], j[:, R_WRIST])
-    hands = np.linalg.norm(j[:, L_WRIST] - j[:, R_WRIST], axis=-1) / hip_width
-    feet = np.linalg.norm(j[:, L_ANKLE] - j[:, R_ANKLE], axis=-1) / hip_width
-    floor = np.minimum(up[:, L_FOOT], up[:, R_FOOT]).min()
-    relations = [
-        up[:, L_WRIST] > up[:, HEAD], up[:, R_WRIST] > up[:, HEAD],
-        up[:, L_WRIST] > up[:, NECK], up[:, R_WRIST] > up[:, NECK],
-        up[:, L_WRIST] < up[:, PELVIS], up[:, R_WRIST] < up[:, PELVIS],
-        ahead(L_WRIST) > hip_width, ahead(R_WRIST) > hip_width,
-        ahead(L_ANKLE) > hip_width, ahead(R_ANKLE) > hip_width,
-        up[:, L_FOOT] - floor > 0.5 * hip_width, up[:, R_FOOT] - floor > 0.5 * hip_width,
-        knee_l < 2.6, knee_r < 2.6, elbow_l < 2.0, elbow_r < 2.0,
-        hands > 4.0, feet > 2.5,
-    ]
-    continuous = [
-        hands, feet, up[:, HEAD] - up[:, PELVIS], (knee_l + knee_r) / 2, (elbow_l + elbow_r) / 2,
-        _angle(j[:, HEAD], j[:, PELVIS], j[:, PELVIS] + np.array([0.0, 1.0, 0.0])),  # torso lean
-    ]
-    booleans = np.array([r.mean() for r in relations])
-    stats = np.array([f(c) for c in continuous for f in (np.mean, np.std)])
-    return np.concatenate([booleans, stats])
+    """[T, 22, 3] -> [32]: the fraction of frames 1..T-1 in which each reference relation holds."""
+    p = _check(joints)
+    cur, before = p[1:], p[:-1]
+    constants = {"zero": (0.0, 0.0, 0.0), "y_unit": (0.0, 1.0, 0.0), "minus_y_unit": (0.0, -1.0, 0.0)}
+    y_min = np.zeros_like(cur[:, 0])
+    y_min[:, 1] = cur[..., 1].min(axis=1)
+
+    def at(name: str) -> np.ndarray:
+        if name == "y_min":
+            return y_min
+        if name in constants:
+            return np.broadcast_to(np.asarray(constants[name]), cur[:, 0].shape)
+        return cur[:, JOINTS[name]]
+
+    def moved(name: str, origin: str) -> np.ndarray:  # displacement of name relative to origin, per second
+        return (at(name) - at(origin) - (before[:, JOINTS[name]] - before[:, JOINTS[origin]])) / RELATION_FRAME_TIME
+
+    out = []
+    for kind, names, limit in RELATIONS:
+        if kind == "move":  # velocity of c relative to a, along a -> b
+            a, b, c = names
+            value = _unit_along(moved(c, a), at(b) - at(a))
+        elif kind == "nmove":  # velocity of d relative to a, along the normal of the plane (a, b, c)
+            a, b, c, d = names
+            value = _unit_along(moved(d, a), np.cross(at(c) - at(a), at(b) - at(a)))
+        elif kind == "plane":  # signed distance of d from the plane through a, b, c
+            a, b, c, d = names
+            value = _unit_along(at(d) - at(a), np.cross(at(c) - at(a), at(b) - at(a)))
+        elif kind == "nplane":  # signed distance of d from the plane through c with normal a -> b
+            a, b, c, d = names
+            value = _unit_along(at(d) - at(c), at(b) - at(a))
+        elif kind == "fast":  # speed of a joint
+            value = np.linalg.norm(cur[:, JOINTS[names[0]]] - before[:, JOINTS[names[0]]], axis=-1) / RELATION_FRAME_TIME
+        else:  # "angle" in degrees between a -> b and c -> d, inside the open range
+            a, b, c, d = names
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cos = _unit_along(at(b) - at(a), at(d) - at(c)) / np.linalg.norm(at(b) - at(a), axis=-1)
+            angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+            out.append(((angle > limit[0]) & (angle < limit[1])).mean())
+            continue
+        out.append((value > limit).mean())
+    return np.asarray(out)

@@ -1,7 +1,8 @@
 """Motion quality metrics: FID_k, FID_m, Div_k, Div_m and the Beat Align Score.
 
-FID_k / FID_m: Fréchet distance between the kinetic / geometric features of generated and
-reference clips; Div_k / Div_m: mean pairwise distance of the generated clips' features.
+FID_k / FID_m: Fréchet distance between the kinetic / geometric ("manual") features of generated
+and reference clips, with the AIST++ / Bailando feature definitions (``motion_features``);
+Div_k / Div_m: mean pairwise distance of the generated clips' features.
 As in the AIST++ / Bailando evaluation, features of both sets are z-scored with the mean and
 standard deviation of the reference (ground-truth) features first.
 """
