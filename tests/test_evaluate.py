@@ -14,8 +14,9 @@ from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.text import load_tokenizer
 from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
 from mumo_ds.viz.plots import plot_training_log
-from mumo_ds.viz.render import render_motion
+from mumo_ds.viz.render import find_ffmpeg, render_motion
 from tests.test_cli import tiny_codec
+from tests.test_music_metrics import tiny_audio_classifier
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +58,15 @@ def test_mumo_eval_table_plots_best_and_resume(setup, tmp_path):
     assert json.loads((tmp_path / "best.json").read_text()) == {"metric": "fid_k", "checkpoint": "epoch01", "value": -1.0}
 
 
-def test_text2music_reports_fd(setup, tmp_path):
+def test_text2music_reports_fd_and_classifier_kl(setup, tmp_path):
+    tiny_audio_classifier(tmp_path / "ast")
     main(["--checkpoints", str(setup / "run" / "epoch01"), "--task", "text2music", "--data", str(setup / "data"),
           "--seconds", "0.4", "--num-samples", "2", "--batch-size", "2", "--codec", str(setup / "codec"),
-          "--best-by", "fd_encodec", "--out", str(tmp_path)])
-    assert json.loads((tmp_path / "results" / "epoch01.json").read_text())["fd_encodec"] >= 0
+          "--classifier", str(tmp_path / "ast"), "--best-by", "kl", "--out", str(tmp_path / "out")])
+    result = json.loads((tmp_path / "out" / "results" / "epoch01.json").read_text())
+    assert result["fd_encodec"] >= 0 and result["kl"] > 0 and result["fd_classifier"] > 0
+    assert (tmp_path / "out" / "table.csv").read_text().splitlines()[0] == "checkpoint,fd_encodec,kl,fd_classifier"
+    assert json.loads((tmp_path / "out" / "best.json").read_text())["metric"] == "kl"
 
 
 def test_find_checkpoints_expands_runs(tmp_path):
@@ -90,3 +95,59 @@ def test_render_and_loss_plot(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text("\n".join(json.dumps({"step": s, "loss": 8 - s, "val_loss_music": 9 - s}) for s in range(1, 6)))
     assert plot_training_log(log, tmp_path / "loss.png").stat().st_size > 1000
+
+
+def _dance(frames: int = 30) -> np.ndarray:
+    """Synthetic joints [T, 22, 3]: a vertical chain whose joint 20 (a wrist) waves."""
+    clip = np.zeros((frames, 22, 3))
+    clip[:, :, 1] = np.linspace(0, 1.6, 22)[None, :]
+    clip[:, 20, 0] = np.sin(2 * np.pi * np.linspace(0, 1, frames)) * 0.5
+    return clip
+
+
+def _probe(path) -> str:
+    """ffmpeg's description of a media file (``ffmpeg -i`` prints it on stderr and exits 1: no output named)."""
+    import subprocess
+
+    return subprocess.run([find_ffmpeg(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+
+
+def _seconds(probe: str) -> float:
+    hours, minutes, seconds = probe.split("Duration: ")[1].split(",")[0].split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def test_render_mp4_with_music(tmp_path):
+    import soundfile as sf
+
+    assert find_ffmpeg() is not None  # the test extra installs imageio-ffmpeg
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "music.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    mp4 = render_motion([_dance(), _dance()[::-1]], tmp_path / "dance.mp4", fps=30, titles=["a", "b"],
+                        audio=tmp_path / "music.wav", size=128)
+    assert mp4 == tmp_path / "dance.mp4" and sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "music.wav"]
+    probe = _probe(mp4)
+    video = [line for line in probe.splitlines() if "Stream #" in line and "Video:" in line]
+    audio = [line for line in probe.splitlines() if "Stream #" in line and "Audio:" in line]
+    assert len(video) == 1 and "Video: h264" in video[0] and "256x128" in video[0], probe
+    assert len(audio) == 1 and "16000 Hz" in audio[0], probe
+    assert 0.9 <= _seconds(probe) <= 1.1, probe  # 30 frames at 30 fps, 1 s of music
+
+
+def test_render_mp4_without_music_and_failures(tmp_path, monkeypatch, capsys):
+    mp4 = render_motion(_dance(), tmp_path / "solo.mp4", fps=30, size=128)
+    probe = _probe(mp4)
+    assert "Video: h264" in probe and "128x128" in probe and "Audio:" not in probe, probe
+    assert 0.9 <= _seconds(probe) <= 1.1, probe
+    # a failing ffmpeg (missing audio file) raises with its stderr and leaves the earlier file whole
+    before = mp4.read_bytes()
+    with pytest.raises(RuntimeError, match=r"(?s)ffmpeg failed writing .*solo\.mp4.*missing\.wav"):
+        render_motion(_dance(), mp4, fps=30, audio=tmp_path / "missing.wav", size=128)
+    assert mp4.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["solo.mp4"]
+    # no ffmpeg at all: a GIF next to the requested MP4, with a note
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setitem(__import__("sys").modules, "imageio_ffmpeg", None)  # import -> ImportError
+    assert find_ffmpeg() is None
+    gif = render_motion(_dance(), tmp_path / "fallback.mp4", fps=30, size=128)
+    assert gif == tmp_path / "fallback.gif" and gif.is_file() and not (tmp_path / "fallback.mp4").exists()
+    assert "writing" in capsys.readouterr().out

@@ -7,7 +7,10 @@
 folders, DeepSpeed checkpoint tag folders, or globs of these. For each checkpoint, the val split's
 first ``--num-samples`` samples are used as conditions and references, generated with seeds
 ``seed + i``. Motion tasks report FID_k, FID_m, Div_k, Div_m (and the Beat Align Score when music
-can be decoded); music tasks report the Fréchet distance of EnCodec embeddings. Results are kept per
+can be decoded); music tasks report the Fréchet distance of EnCodec embeddings (``fd_encodec``) and,
+with ``--classifier DIR`` (a local audio-classification folder, e.g. an AudioSet AST), the KL between
+the label distributions of each generated clip and its reference (``kl``) and the Fréchet distance of
+the classifier's embeddings (``fd_classifier``). Results are kept per
 checkpoint in ``OUT/results/NAME.json`` (finished checkpoints are not recomputed), and summarised in
 ``OUT/table.csv``, ``OUT/table.md``, one PNG per metric and ``OUT/best.json``.
 """
@@ -29,9 +32,9 @@ from ..modeling.generation import TASKS
 from ..modeling.text import tokenize_captions
 from ..viz.plots import plot_metric
 from .motion_metrics import beat_align_score, motion_beats, motion_metrics, music_beats
-from .music_metrics import EncodecEmbedder, music_fd
+from .music_metrics import AudioClassifier, EncodecEmbedder, music_fd, music_kl
 
-LOWER_IS_BETTER = ("fid", "fd")
+LOWER_IS_BETTER = ("fid", "fd", "kl")
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -80,10 +83,11 @@ def checkpoint_name(path: Path) -> str:
 
 # ---------------------------------------------------------------------- decoding
 class Decoders:
-    """Codes -> waveforms / joints, with the codec and the motion VQ-VAE when given."""
+    """Codes -> waveforms / joints, with the codec and the motion VQ-VAE when given (and the audio classifier)."""
 
-    def __init__(self, codec: str | None, motion_vqvae: str | None):
+    def __init__(self, codec: str | None, motion_vqvae: str | None, classifier: str | None = None):
         self.codec = self.vqvae = None
+        self.classifier = AudioClassifier(classifier) if classifier else None
         if codec:
             from ..tokenizers.music_codec import TransformersEncodec
 
@@ -165,7 +169,11 @@ def evaluate_checkpoint(model, args, batches: list[dict], decoders: Decoders) ->
             raise SystemExit("music metrics need --codec DIR (an EnCodec folder to decode codes to audio)")
         gen = [a for c in outputs["music"] for a in decoders.audio(c)]
         ref = [a for c in references["music"] for a in decoders.audio(c)]
-        result["fd_encodec"] = music_fd(gen, ref, decoders.codec.info.sample_rate, decoders.embed)
+        rate = decoders.codec.info.sample_rate
+        result["fd_encodec"] = music_fd(gen, ref, rate, decoders.embed)
+        if decoders.classifier is not None:
+            result["kl"] = music_kl(gen, ref, rate, decoders.classifier)
+            result["fd_classifier"] = music_fd(gen, ref, rate, decoders.classifier)
     return result
 
 
@@ -201,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--codec", default=None, help="EnCodec folder (music decoding, music metrics, beat alignment)")
     p.add_argument("--motion-vqvae", default=None, help="motion VQ-VAE folder (motion metrics)")
+    p.add_argument("--classifier", default=None,
+                   help="audio-classification folder (model + feature extractor): music kl and fd_classifier")
     p.add_argument("--best-by", default="fid_k", help="metric that picks the best checkpoint")
     p.add_argument("--out", required=True)
     return p
@@ -210,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     (out / "results").mkdir(parents=True, exist_ok=True)
-    decoders = Decoders(args.codec, args.motion_vqvae)
+    decoders = Decoders(args.codec, args.motion_vqvae, args.classifier)
     rows, batches = [], None
     for path in find_checkpoints(args.checkpoints):
         name = checkpoint_name(path)

@@ -1,6 +1,10 @@
-"""Stick-figure animations of 22-joint motion: GIF always, MP4 (with music muxed in) when ffmpeg exists.
+"""Stick-figure animations of 22-joint motion: GIF always, MP4 (with music muxed in) through ffmpeg.
 
     render_motion([generated, reference], "dance.gif", fps=50, titles=["generated", "reference"])
+    render_motion([generated, reference], "dance.mp4", fps=50, audio="music.wav")
+
+ffmpeg is the system one on PATH, else the static binary of ``imageio-ffmpeg`` (the ``viz`` and
+``test`` extras install it); with neither, an .mp4 request writes a .gif next to it instead.
 
 Several clips are drawn side by side (a grid of one row), all with the same scale, seen from
 the front (X right, Y up), following the root so the dancer stays in frame.
@@ -8,6 +12,7 @@ the front (X right, Y up), following the root so the dancer stays in frame.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -51,7 +56,10 @@ def render_motion(
 ) -> Path:
     """Animate joint clips [T, 22, 3] side by side to ``path`` (.gif, or .mp4 through ffmpeg).
 
-    For .mp4, ``audio`` (a WAV file) is muxed in. Without ffmpeg, .mp4 falls back to .gif next to it.
+    For .mp4, ``audio`` (a WAV file) is muxed in and the video stops with the shorter of the two;
+    the file is written under a temporary name and renamed, so a failing ffmpeg (RuntimeError with
+    its stderr) leaves any earlier file at ``path`` as it was. Without any ffmpeg (see
+    :func:`find_ffmpeg`), .mp4 falls back to .gif next to it.
     """
     if isinstance(clips, np.ndarray) and clips.ndim == 3:
         clips = [clips]
@@ -59,22 +67,42 @@ def render_motion(
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = _frames(list(clips), size, titles)
     if path.suffix == ".mp4":
-        ffmpeg = shutil.which("ffmpeg")
+        ffmpeg = find_ffmpeg()
         if ffmpeg:
             return _write_mp4(frames, path, fps, audio, ffmpeg)
         path = path.with_suffix(".gif")
-        print(f"note: ffmpeg not found; writing {path} instead of an MP4")
+        print(f"note: no ffmpeg on PATH and imageio-ffmpeg is not installed (pip install imageio-ffmpeg); "
+              f"writing {path} instead of an MP4")
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     return path
 
 
+def find_ffmpeg() -> str | None:
+    """The ffmpeg on PATH, else imageio-ffmpeg's bundled binary, else None."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg:
+        return ffmpeg
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
 def _write_mp4(frames: list[Image.Image], path: Path, fps: float, audio, ffmpeg: str) -> Path:
+    tmp_out = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")  # same folder: os.replace is atomic
     with tempfile.TemporaryDirectory() as tmp:
         for i, frame in enumerate(frames):
             frame.save(Path(tmp) / f"{i:06d}.png")
         cmd = [ffmpeg, "-y", "-loglevel", "error", "-framerate", str(fps), "-i", str(Path(tmp) / "%06d.png")]
         if audio:
             cmd += ["-i", str(audio), "-shortest"]
-        cmd += ["-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(path)]
-        subprocess.run(cmd, check=True)
+        cmd += ["-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(tmp_out)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"ffmpeg failed writing {path} (exit {done.returncode}): {done.stderr.strip()}")
+            os.replace(tmp_out, path)
+        finally:
+            tmp_out.unlink(missing_ok=True)
     return path
