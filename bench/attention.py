@@ -3,8 +3,9 @@
     python bench/attention.py [--frames 500] [--batch 4] [--repeats 5]
 
 Prints one JSON object: ``frame_causal_vs_causal`` = seconds of MuMo's self-attention over
-[music | motion] (2 x ``--frames`` positions, frame-causal mask) over the same module with
-``is_causal=True`` on 2 x ``--frames`` positions (target <= 1.2).
+[music | motion] (2 x ``--frames`` positions, frame-causal, computed in time chunks as the model
+does: ``FrameCausal``) over the same module with ``is_causal=True`` on 2 x ``--frames`` positions
+(target <= 1.2). ``dense_mask_vs_causal`` is the same attention with one boolean [L, L] mask.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import torch
 
 from common import alternate, autocast, machine
-from mumo_ds.modeling.attention import MuMoAttention, frame_causal_mask
+from mumo_ds.modeling.attention import FrameCausal, MuMoAttention, frame_causal_mask
 
 
 def main() -> None:
@@ -30,6 +31,7 @@ def main() -> None:
     torch.manual_seed(0)
     attn = MuMoAttention(args.width, args.heads)
     x = torch.randn(args.batch, 2 * args.frames, args.width, requires_grad=True)
+    chunked = FrameCausal([args.frames, args.frames])
     mask = frame_causal_mask([args.frames, args.frames])
     result = {**machine(), "positions": 2 * args.frames, "batch": args.batch}
     for dtype in args.dtypes:
@@ -40,8 +42,10 @@ def main() -> None:
                 out.float().sum().backward()
             return step
 
-        times = alternate({"frame_causal": run(attn_mask=mask), "causal": run(is_causal=True)}, args.repeats)
-        result[dtype] = {"seconds": times, "frame_causal_vs_causal": times["frame_causal"] / times["causal"]}
+        fns = {"frame_causal": run(attn_mask=chunked), "dense_mask": run(attn_mask=mask), "causal": run(is_causal=True)}
+        times = alternate(fns, args.repeats)
+        result[dtype] = {"seconds": times, "frame_causal_vs_causal": times["frame_causal"] / times["causal"],
+                         "dense_mask_vs_causal": times["dense_mask"] / times["causal"]}
     print(json.dumps(result, indent=2))
 
 

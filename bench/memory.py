@@ -153,7 +153,8 @@ def worker_speed(out: str, steps: int = 12) -> None:
     engine, _ = build_engine(model, cfg)
     plain, _ = build()
     params = cfg["optimizer"]["params"]
-    opt = torch.optim.AdamW(param_groups(plain, params["weight_decay"]), lr=params["lr"], betas=params["betas"], eps=params["eps"])
+    opt = torch.optim.AdamW(param_groups(plain, params["weight_decay"]), lr=params["lr"], betas=params["betas"],
+                            eps=params["eps"], fused=params.get("fused", False))
     trainable = [p for p in plain.parameters() if p.requires_grad]
 
     def deepspeed_step():

@@ -67,8 +67,9 @@ def main() -> None:
     peer = MusicgenForCausalLM(MusicgenDecoderConfig(
         vocab_size=2048, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, num_codebooks=4,
         dropout=0.0, max_position_embeddings=4096)).train()
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
-    peer_opt = torch.optim.AdamW(peer.parameters(), lr=1e-4)
+    # fused AdamW on both sides: HF Trainer's default optimizer (torch >= 2.8) and the one ds_configs/ ask for
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, fused=True)
+    peer_opt = torch.optim.AdamW(peer.parameters(), lr=1e-4, fused=True)
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames))
     motion = torch.randint(0, 2048, (args.batch, 4, args.frames))
     caption = torch.randint(3, 300, (args.batch, 16))

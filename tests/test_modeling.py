@@ -9,7 +9,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration, build_delay_pattern, revert_delay_pattern
-from mumo_ds.modeling.attention import frame_causal_mask
+from mumo_ds.modeling.attention import FrameCausal, MuMoAttention, frame_causal_mask
 from mumo_ds.modeling.delay_pattern import delayed_frame_mask
 from tests.conftest import random_codes
 
@@ -41,6 +41,20 @@ def test_frame_causal_mask_equals_brute_force(lengths):
         assert torch.equal(ref, torch.ones(len(ref), len(ref)).tril().bool())
     else:
         assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("lengths", [(100, 100), (90, 130), (70, 200, 33), (5, 7)])
+def test_chunked_frame_causal_attention_equals_the_dense_mask(lengths):
+    torch.manual_seed(0)
+    attn = MuMoAttention(24, 3).double()
+    x = torch.randn(2, sum(lengths), 24, dtype=torch.float64, requires_grad=True)
+    chunked = FrameCausal(lengths, chunks=4, min_chunk=16)
+    assert len(chunked.sizes) == (1 if max(lengths) < 16 else 4)
+    got, ref = attn(x, attn_mask=chunked), attn(x, attn_mask=frame_causal_mask(lengths))
+    assert torch.allclose(got, ref, rtol=0, atol=1e-12)
+    params = (x, attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight)
+    for g, r in zip(torch.autograd.grad(got.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
+        assert torch.allclose(g, r, rtol=0, atol=1e-10)
 
 
 def test_config_presets_are_explicit():

@@ -15,9 +15,16 @@ key columns ``m0 m1 m2 | n0 n1 n2``, the frame-causal mask is (1 = attend)::
 A query at position t sees every key at position <= t in either stream, so
 both streams can be sampled together, one step each per forward. With a single
 stream this is the ordinary causal mask and SDPA's ``is_causal`` path is used.
+
+With several streams, :class:`FrameCausal` computes the same attention in time
+chunks: the queries of chunk c attend only the keys of chunks <= c, so about
+(C + 1) / 2C of the full score matrix is computed (C chunks) instead of all of
+it, close to what a causal kernel skips.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +45,69 @@ def frame_causal_mask(lengths: list[int] | tuple[int, ...], device=None) -> torc
         return None
     pos = stream_positions(lengths, device)
     return pos.unsqueeze(0) <= pos.unsqueeze(1)  # [L] -> [L_query, L_key]
+
+
+class _Permute(torch.autograd.Function):
+    """``x.index_select(1, order)`` for a permutation; its gradient is the inverse gather (no scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+class FrameCausal:
+    """Frame-causal self-attention over concatenated streams, computed chunk by chunk in time.
+
+    The self-attention reorders its input rows chunk-major (chunk 0's times of every stream, then
+    chunk 1's, ...) and back after the output projection. Chunk c's queries then attend a prefix
+    of the keys (every stream's times before the end of chunk c) with the frame-causal mask of that
+    window, so the score matrices cover (C + 1) / 2C of the dense one. The plan is built once per
+    forward and shared by all layers; ``min_chunk`` keeps short inputs in one chunk (the dense
+    masked attention, rows in their own order).
+    """
+
+    def __init__(self, lengths: list[int] | tuple[int, ...], device=None, chunks: int = 4, min_chunk: int = 64):
+        self.lengths = list(lengths)
+        span = max(self.lengths)
+        size = max(min_chunk, math.ceil(span / chunks))
+        offsets = [sum(self.lengths[:i]) for i in range(len(self.lengths))]
+        rows, times, self.sizes = [], [], []
+        for start in range(0, span, size):
+            chunk = [torch.arange(min(start, n), min(start + size, n), device=device) for n in self.lengths]
+            rows += [o + t for o, t in zip(offsets, chunk)]
+            times += chunk
+            self.sizes.append(sum(len(t) for t in chunk))
+        self.order, times = torch.cat(rows), torch.cat(times)  # chunk-major row -> concatenated row, its time
+        self.inverse = torch.empty_like(self.order)
+        self.inverse[self.order] = torch.arange(len(self.order), device=device)
+        ends = torch.tensor(self.sizes).cumsum(0).tolist()
+        self.masks = [  # [rows of chunk c, rows of chunks <= c], True = attend
+            times[end - n : end, None] >= times[None, :end] for n, end in zip(self.sizes, ends)
+        ]
+
+    def to_chunks(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] concatenated order -> chunk-major order."""
+        return x if len(self.sizes) == 1 else _Permute.apply(x, self.order, self.inverse)
+
+    def from_chunks(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] chunk-major order -> concatenated order."""
+        return x if len(self.sizes) == 1 else _Permute.apply(x, self.inverse, self.order)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+        """q, k, v [B, H, L, Dh] in chunk-major order -> [B, H, L, Dh] in chunk-major order."""
+        outs = [
+            F.scaled_dot_product_attention(
+                q_chunk, k[:, :, : mask.shape[1]], v[:, :, : mask.shape[1]], attn_mask=mask, dropout_p=dropout_p
+            )
+            for q_chunk, mask in zip(q.split(self.sizes, dim=2), self.masks)
+        ]
+        return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
 
 
 class KVCache:
@@ -96,11 +166,14 @@ class MuMoAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | FrameCausal | None = None,
         is_causal: bool = False,
         cache: tuple[KVCache, int] | None = None,
         kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        chunked = attn_mask if isinstance(attn_mask, FrameCausal) else None
+        if chunked is not None:
+            hidden_states = chunked.to_chunks(hidden_states)
         q = self._heads(self.q_proj(hidden_states))
         if kv is None:
             k, v = self.project_kv(hidden_states if key_value_states is None else key_value_states)
@@ -109,7 +182,10 @@ class MuMoAttention(nn.Module):
         if cache is not None:
             store, layer = cache
             k, v = store.update(layer, k, v)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
-        )  # [B, H, Lq, Dh]
-        return self.out_proj(out.transpose(1, 2).flatten(2))  # -> [B, Lq, D]
+        dropout = self.dropout if self.training else 0.0
+        if chunked is not None:
+            out = chunked.attend(q, k, v, dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout)
+        out = self.out_proj(out.transpose(1, 2).flatten(2))  # [B, H, Lq, Dh] -> [B, Lq, D]
+        return chunked.from_chunks(out) if chunked is not None else out

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import PreTrainedModel, T5Config, T5EncoderModel
 from transformers.utils import ModelOutput
 
-from .attention import KVCache, MuMoAttention, frame_causal_mask
+from .attention import FrameCausal, KVCache, MuMoAttention
 from .captioning import CaptionDecoder, bidirectional_stream_mask
 from .configuration_mumo import MuMoConfig
 from .delay_pattern import build_delay_pattern, delayed_frame_mask
@@ -280,7 +280,7 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
             streams = bidirectional_stream_mask(lengths, self.config.caption_cross_stream, device)
             self_mask = keys if streams is None else keys & streams
         else:
-            self_mask = frame_causal_mask(lengths, device)
+            self_mask = FrameCausal(lengths, device) if len(lengths) > 1 else None  # None: is_causal
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
                 hidden = torch.utils.checkpoint.checkpoint(
