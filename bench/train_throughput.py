@@ -1,6 +1,6 @@
 """Training throughput: MuMo vs HF MusicGen at matched size, joint vs music-only, and MFU.
 
-    python bench/train_throughput.py [--frames 500] [--batch 4] [--repeats 3] [--dtypes fp32 bf16]
+    python bench/train_throughput.py [--frames 500] [--batch 4] [--repeats 5] [--dtypes fp32 bf16] [--no-compile]
 
 Forward + backward + AdamW step on batch x frames codes, width 512, 6 layers, 8 heads, FFN 2048,
 4 x 2048 codebooks (same process, alternating repeats, median). Prints one JSON object with, per dtype:
@@ -9,7 +9,9 @@ Forward + backward + AdamW step on batch x frames codes, width 512, 6 layers, 8 
 - ``joint_vs_music``: MuMo music+motion frames/s (both streams counted) over music-only (target >= 0.9);
 - ``mfu``: 6 x non-embedding params x frames/s (plus attention) over the GEMM peak measured in the same
   run (target >= 0.75 in bf16), and the same for MusicGen.
-Both models get the same caption (a 16-token encoder output) for cross-attention.
+Both models get the same caption (a 16-token encoder output) for cross-attention, and fused AdamW.
+Unless ``--no-compile``, MuMo also runs ``torch.compile``d (``train.py --compile on``; compile time not
+counted, about a minute per batch shape on 2 CPU cores): ``*_compiled`` entries and ratios.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=500)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     args = p.parse_args()
     from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
@@ -69,6 +72,7 @@ def main() -> None:
         dropout=0.0, max_position_embeddings=4096)).train()
     # fused AdamW on both sides: HF Trainer's default optimizer (torch >= 2.8) and the one ds_configs/ ask for
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, fused=True)
+    compiled = torch.compile(model) if args.compile else None  # shares the parameters (and the optimizer)
     peer_opt = torch.optim.AdamW(peer.parameters(), lr=1e-4, fused=True)
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames))
     motion = torch.randint(0, 2048, (args.batch, 4, args.frames))
@@ -82,13 +86,20 @@ def main() -> None:
     peer_non_embedding = sum(q.numel() for n, q in peer.named_parameters() if "embed_tokens" not in n)
     result = {**machine(), "frames": args.frames, "batch": args.batch, "size": MATCHED}
     for dtype in args.dtypes:
-        times = alternate({
-            "mumo_music": mumo_step(model, opt, dict(music_codes=codes, **text), dtype),
-            "mumo_joint": mumo_step(model, opt, dict(music_codes=codes, motion_codes=motion, **text), dtype),
+        music, joint = dict(music_codes=codes, **text), dict(music_codes=codes, motion_codes=motion, **text)
+        steps = {
+            "mumo_music": mumo_step(model, opt, music, dtype),
+            "mumo_joint": mumo_step(model, opt, joint, dtype),
             "musicgen": musicgen_step(peer, peer_opt, codes, states, dtype),
-        }, args.repeats)
+        }
+        if compiled is not None:
+            steps.update(mumo_music_compiled=mumo_step(compiled, opt, music, dtype),
+                         mumo_joint_compiled=mumo_step(compiled, opt, joint, dtype))
+            for name in ("mumo_music_compiled", "mumo_joint_compiled"):
+                steps[name]()  # compile outside the timing
+        times = alternate(steps, args.repeats)
         peak = gemm_peak_flops(dtype)
-        fps = {name: args.batch * args.frames * (2 if name == "mumo_joint" else 1) / t for name, t in times.items()}
+        fps = {name: args.batch * args.frames * (2 if "joint" in name else 1) / t for name, t in times.items()}
         per_frame = training_flops_per_token(non_embedding, 6, 512, args.frames)
         peer_per_frame = training_flops_per_token(peer_non_embedding, 6, 512, args.frames)
         result[dtype] = {
@@ -98,6 +109,12 @@ def main() -> None:
             "mfu_mumo_music": fps["mumo_music"] * per_frame / peak,
             "mfu_musicgen": fps["musicgen"] * peer_per_frame / peak,
         }
+        if compiled is not None:
+            result[dtype].update(
+                compiled_mumo_vs_musicgen=fps["mumo_music_compiled"] / fps["musicgen"],
+                compiled_joint_vs_music=fps["mumo_joint_compiled"] / fps["mumo_music_compiled"],
+                mfu_mumo_music_compiled=fps["mumo_music_compiled"] * per_frame / peak,
+            )
     print(json.dumps(result, indent=2))
 
 

@@ -144,3 +144,14 @@ def test_lr_schedule_option_replaces_the_config_scheduler():
     assert load_ds_config(parse_config(args), 1, 64)["scheduler"]["type"] == "WarmupDecayLR"  # the config's own
     with pytest.raises(ValueError, match=r"--lr-schedule 'cosin': choose 'linear' or 'cosine'"):
         load_ds_config(parse_config([*args, "--lr-schedule", "cosin"]), 1, 64)
+
+
+def test_compile_choice_follows_the_device():
+    import torch
+
+    from mumo_ds.training.engine import wants_compile
+
+    assert not wants_compile("auto", torch.device("cpu")) and wants_compile("auto", torch.device("cuda", 0))
+    assert wants_compile("on", torch.device("cpu")) and not wants_compile("off", torch.device("cuda"))
+    with pytest.raises(ValueError, match=r"--compile 'yes': choose 'auto', 'on' or 'off'"):
+        wants_compile("yes", torch.device("cpu"))

@@ -105,6 +105,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def wants_compile(choice: str, device) -> bool:
+    """``--compile`` on / off / auto (on for CUDA, where compiling pays off within minutes)."""
+    if choice not in ("auto", "on", "off"):
+        raise ValueError(f"--compile {choice!r}: choose 'auto', 'on' or 'off'")
+    return choice == "on" or (choice == "auto" and device.type == "cuda")
+
+
 def build_engine(model: nn.Module, ds_config: dict):
     """``deepspeed.initialize`` over the trainable parameters only; returns (engine, scheduler)."""
     wd = ds_config.get("optimizer", {}).get("params", {}).get("weight_decay", 0.0)

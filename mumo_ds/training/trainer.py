@@ -27,7 +27,7 @@ from ..modeling import MODALITIES, MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.text import load_tokenizer, tokenize_captions
 from . import checkpoint, distributed, faults
 from .config import TrainConfig, parse_config
-from .engine import build_engine, load_ds_config
+from .engine import build_engine, load_ds_config, wants_compile
 from .export import consolidated_state_dict, export_hf
 from .guards import NonFiniteError, NonFiniteGuard
 from .metrics import RunLogger, memory_mb, mfu, training_flops_per_token
@@ -164,7 +164,10 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         p.numel() for n, p in model.named_parameters() if not n.startswith(("embeddings.", "text_encoder."))
     )
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)  # before ZeRO-3 partitions them
+    compiled = wants_compile(cfg.compile, device)
     engine, scheduler = build_engine(model, ds_config)
+    if compiled:
+        engine.compile()
 
     start = resume_point(cfg)
     if not cfg.dry_run:
@@ -180,7 +183,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         sched = ds_config.get("scheduler", {})
         print(
             f"stage {stage.number} ({stage.name}): streams {stage.streams}, {world_size} rank(s), "
-            f"ZeRO-{engine.zero_optimization_stage()}, micro-batch {micro} x accum {accum}, "
+            f"ZeRO-{engine.zero_optimization_stage()}{', compiled' if compiled else ''}, micro-batch {micro} x accum {accum}, "
             f"steps {start_step}->{end_step}, start {cfg.init_from}" + (f" ({cfg.preset})" if cfg.init_from == "scratch" else "")
             + (f", resumed from step {start_step} ({cfg.checkpoint_dir / start[1]})" if start else "")
             + (" [dry run: one step, nothing written]" if cfg.dry_run else ""),
