@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from common import alternate, autocast, machine
+from common import DEVICE, alternate, autocast, machine
 from mumo_ds.modeling.attention import FrameCausal, MuMoAttention, frame_causal_mask
 
 
@@ -29,10 +29,10 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     args = p.parse_args()
     torch.manual_seed(0)
-    attn = MuMoAttention(args.width, args.heads)
-    x = torch.randn(args.batch, 2 * args.frames, args.width, requires_grad=True)
-    chunked = FrameCausal([args.frames, args.frames])
-    mask = frame_causal_mask([args.frames, args.frames])
+    attn = MuMoAttention(args.width, args.heads).to(DEVICE)
+    x = torch.randn(args.batch, 2 * args.frames, args.width, device=DEVICE, requires_grad=True)
+    chunked = FrameCausal([args.frames, args.frames], DEVICE)
+    mask = frame_causal_mask([args.frames, args.frames], DEVICE)
     result = {**machine(), "positions": 2 * args.frames, "batch": args.batch}
     for dtype in args.dtypes:
         def run(**kwargs):

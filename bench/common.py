@@ -1,4 +1,7 @@
-"""Shared helpers for the benchmarks: timing, the matched-size configs, and the GEMM peak."""
+"""Shared helpers for the benchmarks: the device, timing, the matched-size configs, and the GEMM peak.
+
+The benchmarks run on the first CUDA device when there is one (timings synchronise it), else on CPU.
+"""
 
 from __future__ import annotations
 
@@ -13,26 +16,39 @@ import torch
 MATCHED = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, dropout=0.0)
 
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def machine() -> dict:
+    device = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
     return {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "device": "cpu"}
+            "torch": torch.__version__, "device": device}
 
 
 def autocast(dtype: str):
     if dtype == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(DEVICE.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def seconds(fn) -> float:
+    """Wall time of one call, the device's queued work included."""
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
 
 
 def median_time(fn, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(seconds(fn) for _ in range(repeats))
 
 
 def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
@@ -43,14 +59,15 @@ def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(seconds(fn))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def gemm_peak_flops(dtype: str, n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an n x n x n matmul in this process (the machine's practical peak for the dtype)."""
+def gemm_peak_flops(dtype: str, n: int | None = None, repeats: int = 10) -> float:
+    """FLOP/s of an n x n x n matmul in this process, from its fastest repeat (the practical peak for the
+    dtype; the fastest, not the median, so that a noisy moment cannot lower the peak and inflate MFU)."""
+    n = n or (8192 if DEVICE.type == "cuda" else 2048)
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    a, b = torch.randn(n, n, dtype=torch_dtype), torch.randn(n, n, dtype=torch_dtype)
-    return 2 * n**3 / median_time(lambda: a @ b, repeats)
+    a, b = (torch.randn(n, n, dtype=torch_dtype, device=DEVICE) for _ in range(2))
+    a @ b
+    return 2 * n**3 / min(seconds(lambda: a @ b) for _ in range(repeats))

@@ -19,32 +19,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import time
 
 import torch
 
-from common import MATCHED
+from common import DEVICE, MATCHED, machine, seconds
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.generation import delayed_column, generate
 
 
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+timed = seconds
 
 
 @torch.no_grad()
 def step_times(model: MuMoForConditionalGeneration, steps: int) -> list[float]:
     """Seconds per cached joint step (music + motion, CFG-doubled batch of 2)."""
     cfg = model.config
-    text = {m: model.encode_text(None, None, 2, "cpu") for m in ("music", "motion")}
+    text = {m: model.encode_text(None, None, 2, DEVICE) for m in ("music", "motion")}
     cache = model.new_cache(2, 2 * steps)
     cross_kv = model.cross_attention_kv(text)
-    grid = torch.randint(0, cfg.codebook_size, (2, cfg.num_codebooks, steps))
+    grid = torch.randint(0, cfg.codebook_size, (2, cfg.num_codebooks, steps), device=DEVICE)
     times = []
     for step in range(steps):
         column = delayed_column(grid, step - 1, cfg.special_token_id)
@@ -61,7 +55,7 @@ def musicgen_peer(mumo: MuMoForConditionalGeneration):
         num_attention_heads=cfg.num_attention_heads, ffn_dim=cfg.ffn_dim, num_codebooks=cfg.num_codebooks,
         dropout=0.0, max_position_embeddings=4096,
     )
-    return MusicgenForCausalLM(peer_cfg).eval()
+    return MusicgenForCausalLM(peer_cfg).to(DEVICE).eval()
 
 
 def main() -> None:
@@ -72,16 +66,15 @@ def main() -> None:
     parser.add_argument("--speedup-batch", type=int, default=1, help="samples generated at once for the cached/uncached ratio")
     args = parser.parse_args()
     torch.manual_seed(0)
-    result: dict = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "dtype": "fp32", "frames": args.frames}
+    result: dict = {**machine(), "dtype": "fp32", "frames": args.frames}
 
-    tiny = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny")).eval()
+    tiny = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny")).to(DEVICE).eval()
     times = step_times(tiny, 410)
     early, late = statistics.median(times[5:16]), statistics.median(times[395:406])
     result["step_s_at_10"], result["step_s_at_400"] = early, late
     result["step_ratio_400_vs_10"] = late / early
 
-    mumo = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", **MATCHED)).eval()
+    mumo = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", **MATCHED)).to(DEVICE).eval()
     subject = mumo if args.speedup_size == "matched" else tiny
     opts = dict(guidance_scale=4.0, top_k=250, seed=0)
     opts["batch_size"] = args.speedup_batch
@@ -91,16 +84,16 @@ def main() -> None:
                   cached_speedup=uncached / cached)
 
     peer = musicgen_peer(mumo)
-    caption = torch.randint(3, 300, (1, 16))
+    caption = torch.randint(3, 300, (1, 16), device=DEVICE)
     text = {"music": (caption, torch.ones_like(caption))}
-    encoder_states, _ = mumo.encode_text(caption, torch.ones_like(caption), 1, "cpu")
+    encoder_states, _ = mumo.encode_text(caption, torch.ones_like(caption), 1, DEVICE)
     ours, theirs = [], []
     with torch.no_grad():
         for _ in range(args.repeats):  # alternate, then take medians
             ours.append(timed(lambda: generate(mumo, args.frames, {"music": None}, text, guidance_scale=1.0, top_k=250)))
-            start = torch.full((mumo.config.num_codebooks, 1), mumo.config.special_token_id)
+            start = torch.full((mumo.config.num_codebooks, 1), mumo.config.special_token_id, device=DEVICE)
             theirs.append(timed(lambda: peer.generate(
-                input_ids=start, encoder_hidden_states=encoder_states, encoder_attention_mask=torch.ones(1, 16),
+                input_ids=start, encoder_hidden_states=encoder_states, encoder_attention_mask=torch.ones(1, 16, device=DEVICE),
                 max_new_tokens=args.frames + mumo.config.num_codebooks - 1, do_sample=True, top_k=250, guidance_scale=None,
                 pad_token_id=mumo.config.special_token_id, decoder_start_token_id=mumo.config.special_token_id, num_return_sequences=1,
             )))

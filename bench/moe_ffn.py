@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from common import alternate, autocast, machine
+from common import DEVICE, alternate, autocast, machine
 from mumo_ds.modeling.moe import FeedForward, ModalityExpertFFN
 
 
@@ -27,9 +27,9 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     args = p.parse_args()
     torch.manual_seed(0)
-    moe = ModalityExpertFFN({m: FeedForward(args.width, args.ffn) for m in ("music", "motion")})
-    dense = FeedForward(args.width, args.ffn)
-    x = torch.randn(args.batch, 2 * args.tokens, args.width, requires_grad=True)
+    moe = ModalityExpertFFN({m: FeedForward(args.width, args.ffn) for m in ("music", "motion")}).to(DEVICE)
+    dense = FeedForward(args.width, args.ffn).to(DEVICE)
+    x = torch.randn(args.batch, 2 * args.tokens, args.width, device=DEVICE, requires_grad=True)
     segments = [("music", args.tokens), ("motion", args.tokens)]
     result = {**machine(), "tokens": 2 * args.tokens, "batch": args.batch}
     for dtype in args.dtypes:

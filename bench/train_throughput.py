@@ -21,7 +21,7 @@ import json
 
 import torch
 
-from common import MATCHED, alternate, autocast, gemm_peak_flops, machine
+from common import DEVICE, MATCHED, alternate, autocast, gemm_peak_flops, machine
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.training.metrics import training_flops_per_token
 
@@ -65,20 +65,20 @@ def main() -> None:
 
     torch.manual_seed(0)
     config = MuMoConfig.from_preset("tiny", caption_dropout=0.0, **MATCHED)
-    model = MuMoForConditionalGeneration(config).train()
+    model = MuMoForConditionalGeneration(config).to(DEVICE).train()
     model.text_encoder.requires_grad_(False)
     peer = MusicgenForCausalLM(MusicgenDecoderConfig(
         vocab_size=2048, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, num_codebooks=4,
-        dropout=0.0, max_position_embeddings=4096)).train()
+        dropout=0.0, max_position_embeddings=4096)).to(DEVICE).train()
     # fused AdamW on both sides: HF Trainer's default optimizer (torch >= 2.8) and the one ds_configs/ ask for
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, fused=True)
     compiled = torch.compile(model) if args.compile else None  # shares the parameters (and the optimizer)
     peer_opt = torch.optim.AdamW(peer.parameters(), lr=1e-4, fused=True)
-    codes = torch.randint(0, 2048, (args.batch, 4, args.frames))
-    motion = torch.randint(0, 2048, (args.batch, 4, args.frames))
-    caption = torch.randint(3, 300, (args.batch, 16))
+    codes = torch.randint(0, 2048, (args.batch, 4, args.frames), device=DEVICE)
+    motion = torch.randint(0, 2048, (args.batch, 4, args.frames), device=DEVICE)
+    caption = torch.randint(3, 300, (args.batch, 16), device=DEVICE)
     text = dict(music_caption_ids=caption, motion_caption_ids=caption)
-    states = torch.randn(args.batch, 16, 512)
+    states = torch.randn(args.batch, 16, 512, device=DEVICE)
 
     # parameters a music-only step uses, embeddings and the frozen text encoder excluded
     non_embedding = sum(q.numel() for n, q in model.named_parameters()

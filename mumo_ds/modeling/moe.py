@@ -55,12 +55,11 @@ class ModalityExpertFFN(nn.Module):
         self.experts = nn.ModuleDict(experts)
 
     def forward(self, x: torch.Tensor, segments: Segments) -> torch.Tensor:
-        outputs, start = [], 0
-        for modality, length in segments:
-            outputs.append(self.experts[modality](x[:, start : start + length]))  # [B, L_m, D]
-            start += length
-        if start != x.shape[1]:
-            raise ValueError(f"segments {segments} cover {start} positions, the input has {x.shape[1]}")
+        lengths = [length for _, length in segments]
+        if sum(lengths) != x.shape[1]:
+            raise ValueError(f"segments {segments} cover {sum(lengths)} positions, the input has {x.shape[1]}")
+        # split (not slicing): its backward is one concatenation, not a zero-filled input-sized tensor per slice
+        outputs = [self.experts[m](part) for (m, _), part in zip(segments, x.split(lengths, dim=1))]  # [B, L_m, D]
         out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
         ghost = self.ghost_forward(x, {m for m, _ in segments})
         return out if isinstance(ghost, float) else out + ghost  # no extra pass over the output when no ghost
