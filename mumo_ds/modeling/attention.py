@@ -73,13 +73,12 @@ class FrameCausal:
     """
 
     def __init__(self, lengths: list[int] | tuple[int, ...], device=None, chunks: int = 4, min_chunk: int = 64):
-        self.lengths = list(lengths)
-        span = max(self.lengths)
+        span = max(lengths)
         size = max(min_chunk, math.ceil(span / chunks))
-        offsets = [sum(self.lengths[:i]) for i in range(len(self.lengths))]
+        offsets = [sum(lengths[:i]) for i in range(len(lengths))]
         rows, times, self.sizes = [], [], []
         for start in range(0, span, size):
-            chunk = [torch.arange(min(start, n), min(start + size, n), device=device) for n in self.lengths]
+            chunk = [torch.arange(min(start, n), min(start + size, n), device=device) for n in lengths]
             rows += [o + t for o, t in zip(offsets, chunk)]
             times += chunk
             self.sizes.append(sum(len(t) for t in chunk))

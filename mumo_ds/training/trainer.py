@@ -153,6 +153,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         getattr(model, stage.prepare)()
     model.config.loss_weights = loss_weights(stage, model.config.loss_weights)
     trainable = apply_stage(model, stage)
+    if cfg.activation_checkpointing:
+        model.gradient_checkpointing_enable()
     mc = model.config
     ds_config = load_ds_config(cfg, world_size, mc.hidden_size)
     micro, accum = ds_config["train_micro_batch_size_per_gpu"], ds_config["gradient_accumulation_steps"]
@@ -183,7 +185,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         sched = ds_config.get("scheduler", {})
         print(
             f"stage {stage.number} ({stage.name}): streams {stage.streams}, {world_size} rank(s), "
-            f"ZeRO-{engine.zero_optimization_stage()}{', compiled' if compiled else ''}, micro-batch {micro} x accum {accum}, "
+            f"ZeRO-{engine.zero_optimization_stage()}{', compiled' if compiled else ''}"
+            f"{', activation checkpointing' if model.gradient_checkpointing else ''}, micro-batch {micro} x accum {accum}, "
             f"steps {start_step}->{end_step}, start {cfg.init_from}" + (f" ({cfg.preset})" if cfg.init_from == "scratch" else "")
             + (f", resumed from step {start_step} ({cfg.checkpoint_dir / start[1]})" if start else "")
             + (" [dry run: one step, nothing written]" if cfg.dry_run else ""),
