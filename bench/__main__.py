@@ -1,6 +1,7 @@
 """Run every benchmark and write bench/results.json: ``python -m bench`` (or ``python bench``).
 
-Each benchmark prints one JSON object; they are collected under their names. Ratios measured in
+Each benchmark prints one JSON object; they are collected under their names (``python -m bench
+attention moe_ffn`` reruns two and keeps the other entries). Ratios measured in
 one run on one machine are what to compare (these machines are noisy).
 """
 
@@ -17,7 +18,8 @@ BENCHES = ["attention", "moe_ffn", "train_throughput", "generation", "data_loadi
 
 def main() -> None:
     names = sys.argv[1:] or BENCHES
-    results = {}
+    out = HERE / "results.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}  # a subset run replaces only its entries
     for name in names:
         print(f"== {name}", flush=True)
         proc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], capture_output=True, text=True, cwd=HERE)
@@ -28,8 +30,8 @@ def main() -> None:
         start = proc.stdout.index("{")
         results[name] = json.loads(proc.stdout[start:])
         print(json.dumps(results[name], indent=2), flush=True)
-    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {HERE / 'results.json'}")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -26,13 +26,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     args = p.parse_args()
-    torch.manual_seed(0)
-    moe = ModalityExpertFFN({m: FeedForward(args.width, args.ffn) for m in ("music", "motion")}).to(DEVICE)
-    dense = FeedForward(args.width, args.ffn).to(DEVICE)
-    x = torch.randn(args.batch, 2 * args.tokens, args.width, device=DEVICE, requires_grad=True)
     segments = [("music", args.tokens), ("motion", args.tokens)]
     result = {**machine(), "tokens": 2 * args.tokens, "batch": args.batch}
     for dtype in args.dtypes:
+        torch.manual_seed(0)  # fresh modules and input per dtype: no state carried over from the last one
+        moe = ModalityExpertFFN({m: FeedForward(args.width, args.ffn) for m in ("music", "motion")}).to(DEVICE)
+        dense = FeedForward(args.width, args.ffn).to(DEVICE)
+        x = torch.randn(args.batch, 2 * args.tokens, args.width, device=DEVICE, requires_grad=True)
+
         def run(fn):
             def step():
                 with autocast(dtype):

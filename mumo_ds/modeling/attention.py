@@ -99,13 +99,15 @@ class FrameCausal:
         return x if len(self.sizes) == 1 else _Permute.apply(x, self.inverse, self.order)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-        """q, k, v [B, H, L, Dh] in chunk-major order -> [B, H, L, Dh] in chunk-major order."""
-        outs = [
-            F.scaled_dot_product_attention(
-                q_chunk, k[:, :, : mask.shape[1]], v[:, :, : mask.shape[1]], attn_mask=mask, dropout_p=dropout_p
-            )
-            for q_chunk, mask in zip(q.split(self.sizes, dim=2), self.masks)
-        ]
+        """q, k, v [B, H, L, Dh] in chunk-major order -> [B, H, L, Dh] in chunk-major order.
+
+        Key/value prefixes are concatenations of split pieces rather than slices: a slice's backward
+        zero-fills a full-length gradient for every chunk, a piece's gradient is just summed."""
+        k_parts, v_parts = k.split(self.sizes, dim=2), v.split(self.sizes, dim=2)
+        outs = []
+        for c, (q_chunk, mask) in enumerate(zip(q.split(self.sizes, dim=2), self.masks)):
+            keys, values = (torch.cat(parts[: c + 1], dim=2) if c else parts[0] for parts in (k_parts, v_parts))
+            outs.append(F.scaled_dot_product_attention(q_chunk, keys, values, attn_mask=mask, dropout_p=dropout_p))
         return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
 
 
