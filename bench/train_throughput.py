@@ -53,6 +53,22 @@ def musicgen_step(peer, opt, codes, states, dtype):
     return step
 
 
+def build(compile_model: bool):
+    """MuMo (and its compiled twin, sharing parameters) and the HF MusicGen peer, each with fused AdamW
+    (HF Trainer's default optimizer for torch >= 2.8, and the one ds_configs/ ask for)."""
+    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
+
+    torch.manual_seed(0)
+    model = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", caption_dropout=0.0, **MATCHED)).to(DEVICE).train()
+    model.text_encoder.requires_grad_(False)
+    peer = MusicgenForCausalLM(MusicgenDecoderConfig(
+        vocab_size=2048, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, num_codebooks=4,
+        dropout=0.0, max_position_embeddings=4096)).to(DEVICE).train()
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, fused=True)
+    peer_opt = torch.optim.AdamW(peer.parameters(), lr=1e-4, fused=True)
+    return model, opt, torch.compile(model) if compile_model else None, peer, peer_opt
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=500)
@@ -61,32 +77,15 @@ def main() -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     args = p.parse_args()
-    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
-
-    torch.manual_seed(0)
-    config = MuMoConfig.from_preset("tiny", caption_dropout=0.0, **MATCHED)
-    model = MuMoForConditionalGeneration(config).to(DEVICE).train()
-    model.text_encoder.requires_grad_(False)
-    peer = MusicgenForCausalLM(MusicgenDecoderConfig(
-        vocab_size=2048, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, num_codebooks=4,
-        dropout=0.0, max_position_embeddings=4096)).to(DEVICE).train()
-    # fused AdamW on both sides: HF Trainer's default optimizer (torch >= 2.8) and the one ds_configs/ ask for
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, fused=True)
-    compiled = torch.compile(model) if args.compile else None  # shares the parameters (and the optimizer)
-    peer_opt = torch.optim.AdamW(peer.parameters(), lr=1e-4, fused=True)
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames), device=DEVICE)
     motion = torch.randint(0, 2048, (args.batch, 4, args.frames), device=DEVICE)
     caption = torch.randint(3, 300, (args.batch, 16), device=DEVICE)
     text = dict(music_caption_ids=caption, motion_caption_ids=caption)
     states = torch.randn(args.batch, 16, 512, device=DEVICE)
-
-    # parameters a music-only step uses, embeddings and the frozen text encoder excluded
-    non_embedding = sum(q.numel() for n, q in model.named_parameters()
-                        if not n.startswith(("embeddings.", "text_encoder.")) and "motion" not in n)
-    peer_non_embedding = sum(q.numel() for n, q in peer.named_parameters() if "embed_tokens" not in n)
+    music, joint = dict(music_codes=codes, **text), dict(music_codes=codes, motion_codes=motion, **text)
     result = {**machine(), "frames": args.frames, "batch": args.batch, "size": MATCHED}
     for dtype in args.dtypes:
-        music, joint = dict(music_codes=codes, **text), dict(music_codes=codes, motion_codes=motion, **text)
+        model, opt, compiled, peer, peer_opt = build(args.compile)  # fresh per dtype: nothing carried over
         steps = {
             "mumo_music": mumo_step(model, opt, music, dtype),
             "mumo_joint": mumo_step(model, opt, joint, dtype),
@@ -100,6 +99,10 @@ def main() -> None:
         times = alternate(steps, args.repeats)
         peak = gemm_peak_flops(dtype)
         fps = {name: args.batch * args.frames * (2 if "joint" in name else 1) / t for name, t in times.items()}
+        # parameters a music-only step uses, embeddings and the frozen text encoder excluded
+        non_embedding = sum(q.numel() for n, q in model.named_parameters()
+                            if not n.startswith(("embeddings.", "text_encoder.")) and "motion" not in n)
+        peer_non_embedding = sum(q.numel() for n, q in peer.named_parameters() if "embed_tokens" not in n)
         per_frame = training_flops_per_token(non_embedding, 6, 512, args.frames)
         peer_per_frame = training_flops_per_token(peer_non_embedding, 6, 512, args.frames)
         result[dtype] = {
