@@ -13,7 +13,7 @@ data; no weights) and ``VQVAEMotionTokenizer`` (the motion VQ-VAE, imported lazi
 processes, so heavy models must load on first use, not in ``__init__``.
 
 The default resampler is ``mumo_ds.tokenizers.motion_features.resample_features``
-(positions and velocities handled per notes/motion_features.md), imported lazily.
+(positions and velocities handled per notes/motion_features.md).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .sample_codes import MOTION_TOKENIZER, lsh_codes, resample_linear
+from mumo_ds.tokenizers.motion_features import load_stats, resample_features  # noqa: F401  (load_stats: for the prep CLIs)
+from mumo_ds.tokenizers.motion_layout import FEATURE_DIM
 
-FEATURE_DIM = 263
+from .sample_codes import MOTION_TOKENIZER, lsh_codes, resample_linear
 
 
 class InputError(ValueError):
@@ -66,25 +67,8 @@ def load_motion(path: str | os.PathLike, feature_dim: int = FEATURE_DIM) -> np.n
     return feats.astype(np.float32)
 
 
-def load_stats(mean_path: str | os.PathLike, std_path: str | os.PathLike, feature_dim: int = FEATURE_DIM) -> tuple[np.ndarray, np.ndarray]:
-    """Dataset Mean.npy / Std.npy -> float32 [feature_dim] each; refuses non-finite or std <= 0."""
-    out = []
-    for path in (Path(mean_path), Path(std_path)):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: motion statistics file not found; pass --motion-mean/--motion-std")
-        arr = np.load(path, allow_pickle=False).astype(np.float32)
-        if arr.shape != (feature_dim,) or not np.isfinite(arr).all():
-            raise ValueError(f"{path}: expected a finite [{feature_dim}] array, got shape {list(arr.shape)}")
-        out.append(arr)
-    if (out[1] <= 0).any():
-        raise ValueError(f"{std_path}: {int((out[1] <= 0).sum())} channel(s) with std <= 0; use a std floor (e.g. 1e-3)")
-    return out[0], out[1]
-
-
 def default_resample(feats: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
-    """[T, 263] at src_fps -> [T', 263] at dst_fps with the motion-aware resampler (lazy import)."""
-    from mumo_ds.tokenizers.motion_features import resample_features
-
+    """[T, 263] at src_fps -> [T', 263] at dst_fps with the motion-aware resampler."""
     return resample_features(feats, src_fps, dst_fps)
 
 

@@ -14,17 +14,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..tokenizers.audio_io import resample
 from .frechet import frechet_distance
 
 Embedder = Callable[[np.ndarray, int], np.ndarray]
-
-
-def _resample(audio: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
-    if sample_rate == target_rate:
-        return np.asarray(audio, dtype=np.float32)
-    from scipy.signal import resample_poly
-
-    return resample_poly(audio, target_rate, sample_rate).astype(np.float32)  # polyphase, gcd-reduced
 
 
 class EncodecEmbedder:
@@ -39,7 +32,7 @@ class EncodecEmbedder:
         self.sample_rate = int(self.model.config.sampling_rate)
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        wav = self.torch.as_tensor(_resample(audio, sample_rate, self.sample_rate))[None, None]  # [1, 1, N]
+        wav = self.torch.as_tensor(resample(np.asarray(audio), sample_rate, self.sample_rate))[None, None]  # [1, 1, N]
         with self.torch.inference_mode():
             latents = self.model.encoder(wav)  # [1, D, frames]
         return latents[0].T.float().numpy()
@@ -93,7 +86,7 @@ class AudioClassifier:
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
     def _windows(self, audio: np.ndarray, sample_rate: int) -> list[np.ndarray]:
-        audio = _resample(audio, sample_rate, self.sample_rate)
+        audio = resample(np.asarray(audio), sample_rate, self.sample_rate)
         if self.window is None or len(audio) <= self.window:
             return [audio]
         windows = [audio[i : i + self.window] for i in range(0, len(audio), self.window)]

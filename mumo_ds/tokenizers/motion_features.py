@@ -70,6 +70,8 @@ def load_stats(mean_path: str | Path, std_path: str | Path) -> tuple[np.ndarray,
     """Dataset ``Mean.npy`` / ``Std.npy`` -> (mean [263], std [263]) float32, checked."""
     out = []
     for path in (Path(mean_path), Path(std_path)):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: motion statistics file not found; pass the dataset's Mean.npy / Std.npy")
         arr = np.load(path, allow_pickle=False).astype(np.float32)
         if arr.shape != (FEATURE_DIM,) or not np.isfinite(arr).all():
             raise ValueError(f"{path}: expected a finite [{FEATURE_DIM}] array of feature statistics, got {list(arr.shape)}")
