@@ -39,7 +39,8 @@ def stream_positions(lengths: list[int] | tuple[int, ...], device=None) -> torch
 def frame_causal_mask(lengths: list[int] | tuple[int, ...], device=None) -> torch.Tensor | None:
     """Boolean [L, L] mask (True = attend) for concatenated streams, or None for one stream.
 
-    None means "use the plain causal mask" (``is_causal=True``), which SDPA runs faster.
+    None means "use the plain causal mask" (``is_causal=True``), which SDPA runs faster. The model
+    computes the same pattern chunk by chunk (:class:`FrameCausal`); this dense form is its reference.
     """
     if len(lengths) == 1:
         return None
