@@ -5,7 +5,10 @@
 Prints one JSON object: ``frame_causal_vs_causal`` = seconds of MuMo's self-attention over
 [music | motion] (2 x ``--frames`` positions, frame-causal, computed in time chunks as the model
 does: ``FrameCausal``) over the same module with ``is_causal=True`` on 2 x ``--frames`` positions
-(target <= 1.2). ``dense_mask_vs_causal`` is the same attention with one boolean [L, L] mask.
+(target <= 1.2), with the kernel training picks for the device and dtype (``fastest_attn_implementation``:
+eager matmuls + softmax for bf16 on CPU, SDPA elsewhere); ``frame_causal_sdpa_vs_causal`` is the same
+with SDPA always. ``dense_mask_vs_causal`` is SDPA with one boolean [L, L] mask. The reference
+(``causal``) is always SDPA's ``is_causal`` kernel.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import json
 import torch
 
 from common import DEVICE, alternate, autocast, machine
-from mumo_ds.modeling.attention import FrameCausal, MuMoAttention, frame_causal_mask
+from mumo_ds.modeling import MuMoConfig
+from mumo_ds.modeling.attention import FrameCausal, MuMoAttention, fastest_attn_implementation, frame_causal_mask
 
 
 def main() -> None:
@@ -33,21 +37,28 @@ def main() -> None:
     result = {**machine(), "positions": 2 * args.frames, "batch": args.batch}
     for dtype in args.dtypes:
         torch.manual_seed(0)  # a fresh module and input per dtype: no state carried over from the last one
-        attn = MuMoAttention(args.width, args.heads).to(DEVICE)
+        config = MuMoConfig.from_preset("tiny", hidden_size=args.width, num_attention_heads=args.heads)
+        attn = MuMoAttention(config).to(DEVICE)
         x = torch.randn(args.batch, 2 * args.frames, args.width, device=DEVICE, requires_grad=True)
+        kernel = fastest_attn_implementation(DEVICE, torch.bfloat16 if dtype == "bf16" else torch.float32)
 
-        def run(**kwargs):
+        def run(implementation, **kwargs):
             def step():
+                config._attn_implementation = implementation
                 with autocast(dtype):
                     out = attn(x, **kwargs)
                 out.float().sum().backward()
             return step
 
-        # two pairs, each alternating with its own causal runs, so the dense variant's large score
+        # pairs, each alternating with its own causal runs, so the dense variant's large score
         # matrices do not disturb the pair the target is about
-        times = alternate({"frame_causal": run(attn_mask=chunked), "causal": run(is_causal=True)}, args.repeats)
-        dense = alternate({"dense_mask": run(attn_mask=mask), "causal": run(is_causal=True)}, args.repeats)
-        result[dtype] = {"seconds": times, "frame_causal_vs_causal": times["frame_causal"] / times["causal"],
+        causal = run("sdpa", is_causal=True)
+        times = alternate({"frame_causal": run(kernel, attn_mask=chunked), "causal": causal}, args.repeats)
+        sdpa = times if kernel == "sdpa" else alternate(
+            {"frame_causal": run("sdpa", attn_mask=chunked), "causal": causal}, args.repeats)
+        dense = alternate({"dense_mask": run("sdpa", attn_mask=mask), "causal": causal}, args.repeats)
+        result[dtype] = {"kernel": kernel, "seconds": times, "frame_causal_vs_causal": times["frame_causal"] / times["causal"],
+                         "frame_causal_sdpa_vs_causal": sdpa["frame_causal"] / sdpa["causal"],
                          "dense_mask_vs_causal": dense["dense_mask"] / dense["causal"]}
     print(json.dumps(result, indent=2))
 

@@ -1,6 +1,8 @@
 """Shared helpers for the benchmarks: the device, timing, the matched-size configs, and the GEMM peak.
 
 The benchmarks run on the first CUDA device when there is one (timings synchronise it), else on CPU.
+Host memory is kept for reuse as train.py keeps it on CPU (mumo_ds/training/host_memory.py), for every
+model a benchmark runs.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ import time
 
 import torch
 
+from mumo_ds.training.host_memory import retain_freed_memory
+
 # The matched size of issue 10: width 512, 6 layers, 8 heads, FFN 2048, 4 codebooks x 2048.
 MATCHED = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, dropout=0.0)
 
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+HOST_MEMORY_RETAINED = retain_freed_memory()
 
 
 def machine() -> dict:
     device = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
     return {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "device": device}
+            "torch": torch.__version__, "device": device, "host_memory_retained": HOST_MEMORY_RETAINED}
 
 
 def autocast(dtype: str):

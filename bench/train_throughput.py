@@ -10,6 +10,10 @@ Forward + backward + AdamW step on batch x frames codes, width 512, 6 layers, 8 
 - ``mfu``: 6 x non-embedding params x frames/s (plus attention) over the GEMM peak measured in the same
   run (target >= 0.75 in bf16), and the same for MusicGen.
 Both models get the same caption (a 16-token encoder output) for cross-attention, and fused AdamW.
+MuMo runs the attention kernel train.py picks for the device and dtype (``--attn-implementation auto``:
+eager matmuls + softmax for bf16 on CPU, SDPA elsewhere); MusicGen runs HF's default (SDPA), and, as
+``musicgen_eager`` where the kernels differ, with ``attn_implementation="eager"`` too
+(``mumo_vs_musicgen_eager``), so the share of the kernel choice in the ratio is visible.
 Unless ``--no-compile``, MuMo also runs ``torch.compile``d (``train.py --compile on``; compile time not
 counted, about a minute per batch shape on 2 CPU cores): ``*_compiled`` entries and ratios.
 """
@@ -23,6 +27,7 @@ import torch
 
 from common import DEVICE, MATCHED, alternate, autocast, gemm_peak_flops, machine
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
+from mumo_ds.modeling.attention import fastest_attn_implementation
 from mumo_ds.training.metrics import training_flops_per_token
 
 
@@ -53,20 +58,27 @@ def musicgen_step(peer, opt, codes, states, dtype):
     return step
 
 
-def build(compile_model: bool):
-    """MuMo (and its compiled twin, sharing parameters) and the HF MusicGen peer, each with fused AdamW
-    (HF Trainer's default optimizer for torch >= 2.8, and the one ds_configs/ ask for)."""
+def build(compile_model: bool, dtype: str):
+    """MuMo (and its compiled twin, sharing parameters) and HF MusicGen peers (SDPA, and eager where MuMo trains
+    with eager), each with fused AdamW (HF Trainer's default optimizer for torch >= 2.8, and the one ds_configs/
+    ask for)."""
     from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
 
+    kernel = fastest_attn_implementation(DEVICE, torch.bfloat16 if dtype == "bf16" else torch.float32)
     torch.manual_seed(0)
-    model = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", caption_dropout=0.0, **MATCHED)).to(DEVICE).train()
+    config = MuMoConfig.from_preset("tiny", caption_dropout=0.0, **MATCHED)
+    model = MuMoForConditionalGeneration(config).to(DEVICE).train()
+    model.set_attn_implementation(kernel)
     model.text_encoder.requires_grad_(False)
-    peer = MusicgenForCausalLM(MusicgenDecoderConfig(
+    peer_config = MusicgenDecoderConfig(
         vocab_size=2048, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, num_codebooks=4,
-        dropout=0.0, max_position_embeddings=4096)).to(DEVICE).train()
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, fused=True)
-    peer_opt = torch.optim.AdamW(peer.parameters(), lr=1e-4, fused=True)
-    return model, opt, torch.compile(model) if compile_model else None, peer, peer_opt
+        dropout=0.0, max_position_embeddings=4096)
+    peers = {"musicgen": "sdpa", "musicgen_eager": "eager"} if kernel == "eager" else {"musicgen": "sdpa"}
+    peers = {name: MusicgenForCausalLM._from_config(peer_config, attn_implementation=impl).to(DEVICE).train()
+             for name, impl in peers.items()}
+    optimizers = {name: torch.optim.AdamW([q for q in m.parameters() if q.requires_grad], lr=1e-4, fused=True)
+                  for name, m in {"mumo": model, **peers}.items()}
+    return model, torch.compile(model) if compile_model else None, peers, optimizers
 
 
 def main() -> None:
@@ -85,11 +97,12 @@ def main() -> None:
     music, joint = dict(music_codes=codes, **text), dict(music_codes=codes, motion_codes=motion, **text)
     result = {**machine(), "frames": args.frames, "batch": args.batch, "size": MATCHED}
     for dtype in args.dtypes:
-        model, opt, compiled, peer, peer_opt = build(args.compile)  # fresh per dtype: nothing carried over
+        model, compiled, peers, opts = build(args.compile, dtype)  # fresh per dtype: nothing carried over
+        opt = opts["mumo"]
         steps = {
             "mumo_music": mumo_step(model, opt, music, dtype),
             "mumo_joint": mumo_step(model, opt, joint, dtype),
-            "musicgen": musicgen_step(peer, peer_opt, codes, states, dtype),
+            **{name: musicgen_step(peer, opts[name], codes, states, dtype) for name, peer in peers.items()},
         }
         if compiled is not None:
             steps.update(mumo_music_compiled=mumo_step(compiled, opt, music, dtype),
@@ -102,16 +115,19 @@ def main() -> None:
         # parameters a music-only step uses, embeddings and the frozen text encoder excluded
         non_embedding = sum(q.numel() for n, q in model.named_parameters()
                             if not n.startswith(("embeddings.", "text_encoder.")) and "motion" not in n)
-        peer_non_embedding = sum(q.numel() for n, q in peer.named_parameters() if "embed_tokens" not in n)
+        peer_non_embedding = sum(q.numel() for n, q in peers["musicgen"].named_parameters() if "embed_tokens" not in n)
         per_frame = training_flops_per_token(non_embedding, 6, 512, args.frames)
         peer_per_frame = training_flops_per_token(peer_non_embedding, 6, 512, args.frames)
         result[dtype] = {
+            "attn_implementation": model.config._attn_implementation,
             "seconds": times, "frames_per_s": fps, "gemm_peak_flops": peak,
             "mumo_vs_musicgen": fps["mumo_music"] / fps["musicgen"],
             "joint_vs_music": fps["mumo_joint"] / fps["mumo_music"],
             "mfu_mumo_music": fps["mumo_music"] * per_frame / peak,
             "mfu_musicgen": fps["musicgen"] * peer_per_frame / peak,
         }
+        if "musicgen_eager" in fps:
+            result[dtype]["mumo_vs_musicgen_eager"] = fps["mumo_music"] / fps["musicgen_eager"]
         if compiled is not None:
             result[dtype].update(
                 compiled_mumo_vs_musicgen=fps["mumo_music_compiled"] / fps["musicgen"],

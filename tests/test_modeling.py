@@ -9,7 +9,13 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration, build_delay_pattern, revert_delay_pattern
-from mumo_ds.modeling.attention import FrameCausal, MuMoAttention, frame_causal_mask
+from mumo_ds.modeling.attention import (
+    ATTENTION_FUNCTIONS,
+    FrameCausal,
+    MuMoAttention,
+    eager_attention,
+    frame_causal_mask,
+)
 from mumo_ds.modeling.delay_pattern import delayed_frame_mask
 from tests.conftest import random_codes
 
@@ -43,18 +49,62 @@ def test_frame_causal_mask_equals_brute_force(lengths):
         assert torch.equal(got, ref)
 
 
-@pytest.mark.parametrize("lengths", [(100, 100), (90, 130), (70, 200, 33), (5, 7)])
-def test_chunked_frame_causal_attention_equals_the_dense_mask(lengths):
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("lengths", [(100, 100), (90, 130), (70, 200, 33), (5, 7), (150,)])
+def test_chunked_frame_causal_attention_equals_the_dense_mask(lengths, implementation):
     torch.manual_seed(0)
-    attn = MuMoAttention(24, 3).double()
+    attn = MuMoAttention(MuMoConfig.from_preset("tiny", hidden_size=24, num_attention_heads=3,
+                                                attn_implementation=implementation)).double()
     x = torch.randn(2, sum(lengths), 24, dtype=torch.float64, requires_grad=True)
     chunked = FrameCausal(lengths, chunks=4, min_chunk=16)
     assert len(chunked.sizes) == (1 if max(lengths) < 16 else 4)
-    got, ref = attn(x, attn_mask=chunked), attn(x, attn_mask=frame_causal_mask(lengths))
+    mask = frame_causal_mask(lengths)  # None for one stream: plain causal
+    got, ref = attn(x, attn_mask=chunked), attn(x, attn_mask=mask, is_causal=mask is None)
     assert torch.allclose(got, ref, rtol=0, atol=1e-12)
     params = (x, attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight)
     for g, r in zip(torch.autograd.grad(got.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
         assert torch.allclose(g, r, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", ["causal", "bool_mask", "float_mask", "cross", "no_mask"])
+def test_eager_attention_equals_sdpa(case):
+    torch.manual_seed(0)
+    lk = 7 if case == "cross" else 11
+    q = torch.randn(2, 3, 11, 8, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, 3, lk, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    kwargs = {
+        "causal": dict(is_causal=True),
+        "bool_mask": dict(attn_mask=torch.rand(2, 1, 11, lk) > 0.3),
+        "float_mask": dict(attn_mask=torch.randn(1, 3, 11, lk, dtype=torch.float64)),
+        "cross": dict(attn_mask=torch.tensor([True] * 5 + [False] * 2)[None, None, None, :]),
+        "no_mask": {},
+    }[case]
+    if case == "bool_mask":
+        kwargs["attn_mask"][..., 0] = True  # no fully masked row (SDPA kernels disagree on those)
+    got, ref = eager_attention(q, k, v, **kwargs), torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs)
+    assert torch.allclose(got, ref, rtol=0, atol=1e-12)
+    for g, r in zip(torch.autograd.grad(got.sin().sum(), (q, k, v)), torch.autograd.grad(ref.sin().sum(), (q, k, v))):
+        assert torch.allclose(g, r, rtol=0, atol=1e-12)
+
+
+def test_attn_implementation_switches_every_layer_and_keeps_the_loss(tiny_model, captions, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setitem(ATTENTION_FUNCTIONS, "eager", lambda *a, **kw: calls.append(1) or eager_attention(*a, **kw))
+    batch = dict(music_codes=random_codes(2, 40, seed=0), motion_codes=random_codes(2, 40, seed=1), **captions)
+    model = copy.deepcopy(tiny_model).double()
+    ref = model(**batch).loss
+    assert not calls  # the default is SDPA
+    model.set_attn_implementation("eager")
+    got = model(**batch).loss
+    # per layer: self-attention (one call per time chunk; 40 frames is one chunk) + one cross-attention per stream
+    assert len(calls) == model.config.num_hidden_layers * 3
+    assert torch.allclose(got, ref, rtol=0, atol=1e-10)
+    tiny_model.save_pretrained(tmp_path)
+    loaded = MuMoForConditionalGeneration.from_pretrained(tmp_path, attn_implementation="eager")
+    assert loaded.layers[-1].encoder_attn.config._attn_implementation == "eager"
+    model.config._attn_implementation = "flex_attention"  # HF itself refuses it in set_attn_implementation
+    with pytest.raises(ValueError, match="MuMo has no attn_implementation='flex_attention'; use one of"):
+        model(**batch)
 
 
 def test_config_presets_are_explicit():

@@ -104,3 +104,56 @@ def test_activation_checkpointing_gives_the_same_losses(sample_data, tmp_path): 
     # the recomputed forward replays the same dropout masks (checkpoint restores the RNG state)
     assert len(runs["--activation-checkpointing"]) == 3
     assert runs["--activation-checkpointing"] == pytest.approx(runs["--no-activation-checkpointing"], rel=1e-6)
+
+
+def test_attn_implementation_auto_picks_eager_for_low_precision_on_cpu():
+    import torch
+
+    from mumo_ds.training.engine import attn_implementation
+
+    bf16, fp32 = {"bf16": {"enabled": True}}, {"bf16": {"enabled": False}}
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert attn_implementation("auto", cpu, bf16) == "eager"
+    assert attn_implementation("auto", cpu, {"fp16": {"enabled": True}}) == "eager"
+    assert attn_implementation("auto", cpu, fp32) == "sdpa"
+    assert attn_implementation("auto", cuda, bf16) == "sdpa"
+    assert attn_implementation("sdpa", cpu, bf16) == "sdpa" and attn_implementation("eager", cuda, fp32) == "eager"
+    with pytest.raises(ValueError, match="--attn-implementation 'flash': choose 'auto', 'sdpa' or 'eager'"):
+        attn_implementation("flash", cpu, bf16)
+
+
+@pytest.mark.distributed
+def test_eager_attention_trains_like_sdpa(sample_data, tmp_path):  # noqa: F811
+    runs = {}
+    for kernel in ("sdpa", "eager"):
+        proc = torchrun(1, *COMMON, "--data", str(sample_data), "--runs-root", str(tmp_path / kernel), "--max-steps", "3",
+                        "--no-shuffle", "--attn-implementation", kernel)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert f", {kernel} attention," in proc.stdout
+        runs[kernel] = [json.loads(x)["loss"] for x in (tmp_path / kernel / "stage2/logs/metrics.jsonl").read_text().splitlines()]
+    assert len(runs["eager"]) == 3 and runs["eager"] == pytest.approx(runs["sdpa"], rel=1e-5)  # same math, other kernels
+
+
+def test_freed_host_memory_stays_in_the_heap():
+    # in a child process (the setting is process-wide). By default glibc maps a 64 MiB block on its own
+    # and unmaps it on free, so the next step faults its pages in again; retained, the block comes from
+    # the heap, and the heap keeps its size after the free.
+    script = """
+import sys, torch
+from mumo_ds.training.host_memory import retain_freed_memory
+if sys.argv[1] == "retain":
+    assert retain_freed_memory()
+def heap():
+    line = next(x for x in open("/proc/self/maps") if x.rstrip().endswith("[heap]"))
+    return [int(a, 16) for a in line.split()[0].split("-")]
+block = torch.ones(2**26 // 4)
+start, end = heap()
+in_heap = start <= block.data_ptr() < end
+top = block.data_ptr() + block.nbytes
+del block
+print(in_heap, heap()[1] >= top)
+"""
+    for mode, expected in (("default", "False False"), ("retain", "True True")):
+        proc = subprocess.run([BIN / "python", "-c", script, mode], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split()[-2:] == expected.split(), (mode, proc.stdout)

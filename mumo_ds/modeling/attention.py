@@ -20,6 +20,12 @@ With several streams, :class:`FrameCausal` computes the same attention in time
 chunks: the queries of chunk c attend only the keys of chunks <= c, so about
 (C + 1) / 2C of the full score matrix is computed (C chunks) instead of all of
 it, close to what a causal kernel skips.
+
+The kernel follows HF's ``config._attn_implementation`` ("sdpa" by default; set it with
+``from_pretrained(..., attn_implementation="eager")`` or ``model.set_attn_implementation``):
+"sdpa" is ``F.scaled_dot_product_attention``, "eager" is :func:`eager_attention`, explicit
+matmuls around an fp32 softmax. On CPU in bf16 the eager path is the faster one (torch's CPU
+flash kernel runs far below the GEMM rate in bf16); everywhere else SDPA is.
 """
 
 from __future__ import annotations
@@ -48,6 +54,54 @@ def frame_causal_mask(lengths: list[int] | tuple[int, ...], device=None) -> torc
     return pos.unsqueeze(0) <= pos.unsqueeze(1)  # [L] -> [L_query, L_key]
 
 
+def eager_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` as two matmuls around a softmax (HF's "eager").
+
+    Same arguments and result as SDPA (boolean masks: True = attend; float masks are added). Masks
+    enter as an additive 0 / -inf bias, whose backward is free: the softmax gradient is already 0
+    where the probability is. The softmax kernels accumulate bf16/fp16 in fp32 on CPU and GPU alike,
+    so the probabilities are the fp32 ones rounded to the input dtype. Unlike the fused kernels this
+    keeps the [B, H, Lq, Lk] probabilities for backward.
+    """
+    if is_causal:
+        attn_mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~attn_mask, float("-inf"))
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # [B, H, Lq, Lk]
+    if attn_mask is not None:
+        scores += attn_mask  # in place: the matmul keeps its inputs, not its output
+    probs = torch.softmax(scores, dim=-1)
+    return F.dropout(probs, dropout_p) @ v if dropout_p > 0 else probs @ v
+
+
+ATTENTION_FUNCTIONS = {"sdpa": F.scaled_dot_product_attention, "eager": eager_attention}
+
+
+def fastest_attn_implementation(device, dtype: torch.dtype) -> str:
+    """The kernel to train with on ``device`` in ``dtype``: "eager" for bf16/fp16 on CPU, where torch's flash
+    kernel runs far below the matmul rate (bench/train_throughput.py), "sdpa" everywhere else."""
+    low_precision = dtype in (torch.bfloat16, torch.float16)
+    return "eager" if torch.device(device).type == "cpu" and low_precision else "sdpa"
+
+
+def attention_function(implementation: str):
+    """The kernel for ``config._attn_implementation`` (None, a config no model has resolved yet, is
+    HF's default "sdpa"); a clear error for one MuMo does not have."""
+    implementation = implementation or "sdpa"
+    if implementation not in ATTENTION_FUNCTIONS:
+        raise ValueError(
+            f"MuMo has no attn_implementation={implementation!r}; use one of {sorted(ATTENTION_FUNCTIONS)}"
+        )
+    return ATTENTION_FUNCTIONS[implementation]
+
+
 class _Permute(torch.autograd.Function):
     """``x.index_select(1, order)`` for a permutation; its gradient is the inverse gather (no scatter-add)."""
 
@@ -70,7 +124,8 @@ class FrameCausal:
     of the keys (every stream's times before the end of chunk c) with the frame-causal mask of that
     window, so the score matrices cover (C + 1) / 2C of the dense one. The plan is built once per
     forward and shared by all layers; ``min_chunk`` keeps short inputs in one chunk (the dense
-    masked attention, rows in their own order).
+    masked attention, rows in their own order). With one stream this is block-causal attention, for
+    kernels that would otherwise compute the masked half of the scores (the eager one).
     """
 
     def __init__(self, lengths: list[int] | tuple[int, ...], device=None, chunks: int = 4, min_chunk: int = 64):
@@ -84,6 +139,7 @@ class FrameCausal:
             times += chunk
             self.sizes.append(sum(len(t) for t in chunk))
         self.order, times = torch.cat(rows), torch.cat(times)  # chunk-major row -> concatenated row, its time
+        self.reorders = len(lengths) > 1 and len(self.sizes) > 1  # one stream's chunks are already in order
         self.inverse = torch.empty_like(self.order)
         self.inverse[self.order] = torch.arange(len(self.order), device=device)
         ends = torch.tensor(self.sizes).cumsum(0).tolist()
@@ -93,13 +149,15 @@ class FrameCausal:
 
     def to_chunks(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, D] concatenated order -> chunk-major order."""
-        return x if len(self.sizes) == 1 else _Permute.apply(x, self.order, self.inverse)
+        return _Permute.apply(x, self.order, self.inverse) if self.reorders else x
 
     def from_chunks(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, D] chunk-major order -> concatenated order."""
-        return x if len(self.sizes) == 1 else _Permute.apply(x, self.inverse, self.order)
+        return _Permute.apply(x, self.inverse, self.order) if self.reorders else x
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0, kernel=F.scaled_dot_product_attention
+    ) -> torch.Tensor:
         """q, k, v [B, H, L, Dh] in chunk-major order -> [B, H, L, Dh] in chunk-major order.
 
         Key/value prefixes are concatenations of split pieces rather than slices: a slice's backward
@@ -108,7 +166,7 @@ class FrameCausal:
         outs = []
         for c, (q_chunk, mask) in enumerate(zip(q.split(self.sizes, dim=2), self.masks)):
             keys, values = (torch.cat(parts[: c + 1], dim=2) if c else parts[0] for parts in (k_parts, v_parts))
-            outs.append(F.scaled_dot_product_attention(q_chunk, keys, values, attn_mask=mask, dropout_p=dropout_p))
+            outs.append(kernel(q_chunk, keys, values, attn_mask=mask, dropout_p=dropout_p))
         return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
 
 
@@ -139,18 +197,20 @@ class KVCache:
 
 
 class MuMoAttention(nn.Module):
-    """Multi-head attention without biases (as MusicGen), over SDPA.
+    """Multi-head attention without biases (as MusicGen), with the kernel ``config._attn_implementation`` names.
 
     Self-attention when ``key_value_states`` is None, cross-attention otherwise. For
     incremental decoding, ``cache`` (a :class:`KVCache` and this layer's index) appends the
     new keys/values, and ``kv`` passes precomputed cross-attention keys/values (:meth:`project_kv`).
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, kv_size: int | None = None):
+    def __init__(self, config, kv_size: int | None = None):
         super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
-        self.dropout = dropout
+        self.config = config  # read at call time: set_attn_implementation switches the kernel of every layer
+        hidden_size = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = hidden_size // self.num_heads
+        self.dropout = config.attention_dropout
         kv_size = kv_size or hidden_size
         self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.k_proj = nn.Linear(kv_size, hidden_size, bias=False)
@@ -185,9 +245,10 @@ class MuMoAttention(nn.Module):
             store, layer = cache
             k, v = store.update(layer, k, v)
         dropout = self.dropout if self.training else 0.0
+        kernel = attention_function(self.config._attn_implementation)
         if chunked is not None:
-            out = chunked.attend(q, k, v, dropout)
+            out = chunked.attend(q, k, v, dropout, kernel)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout)
+            out = kernel(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout)
         out = self.out_proj(out.transpose(1, 2).flatten(2))  # [B, H, Lq, Dh] -> [B, Lq, D]
         return chunked.from_chunks(out) if chunked is not None else out

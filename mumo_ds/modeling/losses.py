@@ -21,9 +21,13 @@ def codebook_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[
         target in the batch contributes 0.
     """
     num_codebooks, vocab = logits.shape[1], logits.shape[-1]
+    # in [B, S, K] order: the heads' logits are a [B, K, S, V] view of a [B, S, K, V] tensor, read without a copy
     ce = F.cross_entropy(
-        logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view_as(labels)  # [B, K, S]
+        logits.transpose(1, 2).reshape(-1, vocab).float(),
+        labels.transpose(1, 2).reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(labels.shape[0], labels.shape[2], num_codebooks).transpose(1, 2)  # [B, K, S]
     valid = labels != IGNORE_INDEX
     per_codebook = (ce * valid).sum(dim=(0, 2)) / valid.sum(dim=(0, 2)).clamp_min(1)  # [K]
     assert per_codebook.shape == (num_codebooks,)

@@ -83,11 +83,11 @@ class MuMoDecoderLayer(nn.Module):
         super().__init__()
         d = config.hidden_size
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.self_attn = MuMoAttention(d, config.num_attention_heads, config.attention_dropout)
+        self.self_attn = MuMoAttention(config)
         if config.captioning:  # stage 3: bidirectional attention inside each stream, see captioning.py
-            self.caption_self_attn = MuMoAttention(d, config.num_attention_heads, config.attention_dropout)
+            self.caption_self_attn = MuMoAttention(config)
         self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.encoder_attn = MuMoAttention(d, config.num_attention_heads, config.attention_dropout)
+        self.encoder_attn = MuMoAttention(config)
         self.ffn = ModalityExpertFFN(
             {
                 m: FeedForward(d, config.ffn_dim, config.activation_function, config.activation_dropout, config.layer_norm_eps)
@@ -280,7 +280,9 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
             streams = bidirectional_stream_mask(lengths, self.config.caption_cross_stream, device)
             self_mask = keys if streams is None else keys & streams
         else:
-            self_mask = FrameCausal(lengths, device) if len(lengths) > 1 else None  # None: is_causal
+            # chunked unless one stream meets a kernel that skips the masked half itself (SDPA's is_causal)
+            chunked = len(lengths) > 1 or self.config._attn_implementation == "eager"
+            self_mask = FrameCausal(lengths, device) if chunked else None  # None: is_causal
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
                 hidden = torch.utils.checkpoint.checkpoint(

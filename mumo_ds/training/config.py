@@ -42,6 +42,7 @@ class TrainConfig:
     verify_export: bool = False  # compare the export's logits with the engine's module after saving
     peak_tflops: float = 0.0  # per-device peak for MFU; 0: MFU not reported
     compile: str = "auto"  # torch.compile the model through DeepSpeed: on, off, or auto (on for CUDA devices)
+    attn_implementation: str = "auto"  # attention kernel: sdpa, eager, or auto (eager for bf16/fp16 on CPU)
     activation_checkpointing: bool = False  # recompute each decoder layer in the backward: less memory, ~1/3 more compute
     local_rank: int = field(default=-1, repr=False)  # set by the deepspeed launcher
 
@@ -96,6 +97,9 @@ HELP = {
     "(less activation memory for about a third more compute; same losses)",
     "compile": "torch.compile the model (engine.compile()): 'on', 'off', or 'auto' = on for CUDA devices. On CPU it "
     "speeds a step up ~10%% but compiles for a minute or more per batch shape, so short runs are faster without it",
+    "attn_implementation": "attention kernel (HF's attn_implementation): 'sdpa', 'eager' (matmuls and a softmax; "
+    "keeps the attention probabilities for backward), or 'auto' = eager when training in bf16/fp16 on CPU, where "
+    "it is faster than torch's CPU flash kernel, sdpa otherwise",
     "config": "run file (JSON or YAML) with any of these options; the command line wins",
 }
 

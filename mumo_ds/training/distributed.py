@@ -9,6 +9,8 @@ import warnings
 import torch
 import torch.distributed as dist
 
+from .host_memory import retain_freed_memory
+
 # torch 2.13 warns once per collective inside ZeRO; harmless (see notes/deepspeed_cpu.md P10)
 warnings.filterwarnings("ignore", message=r".*is deprecated\. Please use `torch\.distributed\..*_single`")
 
@@ -17,7 +19,8 @@ def setup() -> tuple[int, int, torch.device]:
     """Initialise the process group from the launcher's environment; return (rank, world_size, device).
 
     Works under the ``deepspeed`` launcher, ``torchrun`` and ``srun`` (RANK/WORLD_SIZE/MASTER_* set).
-    On CPU every rank gets one thread, or ranks on one machine fight over cores.
+    On CPU every rank gets one thread, or ranks on one machine fight over cores, and keeps the host
+    memory it frees for the next step (see host_memory.py).
     """
     if "RANK" not in os.environ:
         raise RuntimeError(
@@ -39,6 +42,7 @@ def setup() -> tuple[int, int, torch.device]:
         device = torch.device("cpu")
         backend = "gloo"
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
+        retain_freed_memory()
     deepspeed.init_distributed(dist_backend=backend)
     return dist.get_rank(), dist.get_world_size(), device
 

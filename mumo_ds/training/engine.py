@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import deepspeed
+import torch
 from torch import nn
 
+from ..modeling.attention import fastest_attn_implementation
 from .config import TrainConfig
 
 KNOWN_KEYS = {
@@ -110,6 +112,21 @@ def wants_compile(choice: str, device) -> bool:
     if choice not in ("auto", "on", "off"):
         raise ValueError(f"--compile {choice!r}: choose 'auto', 'on' or 'off'")
     return choice == "on" or (choice == "auto" and device.type == "cuda")
+
+
+def training_dtype(ds_config: dict) -> torch.dtype:
+    """The dtype DeepSpeed trains the module in: bf16 or fp16 when the config enables one, else fp32."""
+    for key, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        if ds_config.get(key, {}).get("enabled", False):
+            return dtype
+    return torch.float32
+
+
+def attn_implementation(choice: str, device, ds_config: dict) -> str:
+    """``--attn-implementation`` sdpa / eager / auto (the faster kernel for the device and training dtype)."""
+    if choice not in ("auto", "sdpa", "eager"):
+        raise ValueError(f"--attn-implementation {choice!r}: choose 'auto', 'sdpa' or 'eager'")
+    return fastest_attn_implementation(device, training_dtype(ds_config)) if choice == "auto" else choice
 
 
 def build_engine(model: nn.Module, ds_config: dict):

@@ -27,7 +27,7 @@ from ..modeling import MODALITIES, MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.text import load_tokenizer, tokenize_captions
 from . import checkpoint, distributed, faults
 from .config import TrainConfig, parse_config
-from .engine import build_engine, load_ds_config, wants_compile
+from .engine import attn_implementation, build_engine, load_ds_config, wants_compile
 from .export import consolidated_state_dict, export_hf
 from .guards import NonFiniteError, NonFiniteGuard
 from .metrics import RunLogger, memory_mb, mfu, training_flops_per_token
@@ -157,6 +157,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         model.gradient_checkpointing_enable()
     mc = model.config
     ds_config = load_ds_config(cfg, world_size, mc.hidden_size)
+    model.set_attn_implementation(attn_implementation(cfg.attn_implementation, device, ds_config))
     micro, accum = ds_config["train_micro_batch_size_per_gpu"], ds_config["gradient_accumulation_steps"]
     loader = make_loader(cfg, stage, mc, "train", micro, rank, world_size)
     make_val_loader = lambda: make_loader(cfg, stage, mc, "val", micro, rank, world_size)  # noqa: E731
@@ -186,7 +187,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         print(
             f"stage {stage.number} ({stage.name}): streams {stage.streams}, {world_size} rank(s), "
             f"ZeRO-{engine.zero_optimization_stage()}{', compiled' if compiled else ''}"
-            f"{', activation checkpointing' if model.gradient_checkpointing else ''}, micro-batch {micro} x accum {accum}, "
+            f"{', activation checkpointing' if model.gradient_checkpointing else ''}, {mc._attn_implementation} attention, "
+            f"micro-batch {micro} x accum {accum}, "
             f"steps {start_step}->{end_step}, start {cfg.init_from}" + (f" ({cfg.preset})" if cfg.init_from == "scratch" else "")
             + (f", resumed from step {start_step} ({cfg.checkpoint_dir / start[1]})" if start else "")
             + (" [dry run: one step, nothing written]" if cfg.dry_run else ""),
