@@ -226,3 +226,22 @@ def test_caption_dropout_drops_per_sample(tiny_config):
     model.eval()
     states, mask = model.encode_text(ids, torch.ones_like(ids), 1, "cpu")
     assert torch.count_nonzero(states) > 0 and mask.sum() == 3
+
+
+def test_codebook_cross_entropy_in_pieces_equals_one_pass():
+    from mumo_ds.modeling.losses import CHUNK_ELEMENTS, IGNORE_INDEX, codebook_cross_entropy
+
+    torch.manual_seed(0)
+    b, k, s, v = 2, 4, 700, 2048
+    assert b * k * s * v > 2 * CHUNK_ELEMENTS  # several pieces
+    logits = torch.randn(b, s, k, v).transpose(1, 2)  # [B, K, S, V] view, as the heads return it
+    labels = torch.randint(0, v, (b, k, s))
+    labels[:, 1, :50] = IGNORE_INDEX
+    labels[:, 3] = IGNORE_INDEX  # a codebook without targets contributes 0
+    mean, per_codebook = codebook_cross_entropy(logits, labels)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, v), labels.reshape(-1), reduction="none").view(b, k, s)
+    valid = labels != IGNORE_INDEX
+    expected = (ce * valid).sum(dim=(0, 2)) / valid.sum(dim=(0, 2)).clamp_min(1)
+    torch.testing.assert_close(per_codebook, expected, rtol=1e-6, atol=0)  # rows agree up to the kernels' rounding
+    assert per_codebook[3] == 0
+    torch.testing.assert_close(mean, expected.mean(), rtol=1e-6, atol=0)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+CHUNK_ELEMENTS = 2**22  # logits per cross-entropy piece (16 MB in fp32)
 
 
 def codebook_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,13 +22,16 @@ def codebook_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[
         target in the batch contributes 0.
     """
     num_codebooks, vocab = logits.shape[1], logits.shape[-1]
-    # in [B, S, K] order: the heads' logits are a [B, K, S, V] view of a [B, S, K, V] tensor, read without a copy
-    ce = F.cross_entropy(
-        logits.transpose(1, 2).reshape(-1, vocab).float(),
-        labels.transpose(1, 2).reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view(labels.shape[0], labels.shape[2], num_codebooks).transpose(1, 2)  # [B, K, S]
+    # rows in [B, S, K] order: the heads' logits are a [B, K, S, V] view of a [B, S, K, V] tensor, read
+    # without a copy; taken in pieces so that the fp32 logits, log-probabilities and their gradient stay
+    # ~16 MB each instead of three copies of the whole grid
+    rows = logits.transpose(1, 2).reshape(-1, vocab)
+    targets = labels.transpose(1, 2).reshape(-1)
+    piece = max(1, CHUNK_ELEMENTS // vocab)
+    ce = torch.cat([
+        F.cross_entropy(x.float(), y, ignore_index=IGNORE_INDEX, reduction="none")
+        for x, y in zip(rows.split(piece), targets.split(piece))
+    ]).view(labels.shape[0], labels.shape[2], num_codebooks).transpose(1, 2)  # [B, K, S]
     valid = labels != IGNORE_INDEX
     per_codebook = (ce * valid).sum(dim=(0, 2)) / valid.sum(dim=(0, 2)).clamp_min(1)  # [K]
     assert per_codebook.shape == (num_codebooks,)
