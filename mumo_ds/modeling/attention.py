@@ -24,8 +24,9 @@ it, close to what a causal kernel skips.
 The kernel follows HF's ``config._attn_implementation`` ("sdpa" by default; set it with
 ``from_pretrained(..., attn_implementation="eager")`` or ``model.set_attn_implementation``):
 "sdpa" is ``F.scaled_dot_product_attention``, "eager" is :func:`eager_attention`, explicit
-matmuls around an fp32 softmax. On CPU in bf16 the eager path is the faster one (torch's CPU
-flash kernel runs far below the GEMM rate in bf16); everywhere else SDPA is.
+matmuls around a softmax. On CPU in bf16 the eager path is the faster one (torch's CPU flash
+kernel runs far below the GEMM rate in bf16; the model then chunks a single stream too, see
+:class:`FrameCausal`); everywhere else SDPA is.
 """
 
 from __future__ import annotations
