@@ -31,6 +31,7 @@ kernel runs far below the GEMM rate in bf16; the model then chunks a single stre
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -143,7 +144,7 @@ class FrameCausal:
         self.reorders = len(lengths) > 1 and len(self.sizes) > 1  # one stream's chunks are already in order
         self.inverse = torch.empty_like(self.order)
         self.inverse[self.order] = torch.arange(len(self.order), device=device)
-        ends = torch.tensor(self.sizes).cumsum(0).tolist()
+        ends = list(itertools.accumulate(self.sizes))  # plain ints: no tensor read back (a graph break when compiled)
         self.masks = [  # [rows of chunk c, rows of chunks <= c], True = attend
             times[end - n : end, None] >= times[None, :end] for n, end in zip(self.sizes, ends)
         ]
