@@ -127,9 +127,12 @@ def test_eager_attention_trains_like_sdpa(sample_data, tmp_path):  # noqa: F811
     runs = {}
     for kernel in ("sdpa", "eager"):
         proc = torchrun(1, *COMMON, "--data", str(sample_data), "--runs-root", str(tmp_path / kernel), "--max-steps", "3",
-                        "--no-shuffle", "--attn-implementation", kernel)
+                        "--no-shuffle", "--attn-implementation", kernel, "--verify-export")
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert f", {kernel} attention," in proc.stdout
+        # the export check loads the export with the kernel the run trained with: identical logits
+        check = json.loads((tmp_path / kernel / "stage2/export_check.json").read_text())["max_abs_logit_diff"]
+        assert check and set(check.values()) == {0.0}, (kernel, check)
         runs[kernel] = [json.loads(x)["loss"] for x in (tmp_path / kernel / "stage2/logs/metrics.jsonl").read_text().splitlines()]
     assert len(runs["eager"]) == 3 and runs["eager"] == pytest.approx(runs["sdpa"], rel=1e-5)  # same math, other kernels
 
