@@ -163,11 +163,17 @@ class FrameCausal:
         """q, k, v [B, H, L, Dh] in chunk-major order -> [B, H, L, Dh] in chunk-major order.
 
         Key/value prefixes are concatenations of split pieces rather than slices: a slice's backward
-        zero-fills a full-length gradient for every chunk, a piece's gradient is just summed."""
+        zero-fills a full-length gradient for every chunk, a piece's gradient is just summed. The last
+        chunk's prefix is all of k and v, used as they are."""
         k_parts, v_parts = k.split(self.sizes, dim=2), v.split(self.sizes, dim=2)
+        last = len(self.sizes) - 1
+
+        def prefix(parts: tuple[torch.Tensor, ...], full: torch.Tensor, c: int) -> torch.Tensor:
+            return full if c == last else torch.cat(parts[: c + 1], dim=2) if c else parts[0]
+
         outs = []
         for c, (q_chunk, mask) in enumerate(zip(q.split(self.sizes, dim=2), self.masks)):
-            keys, values = (torch.cat(parts[: c + 1], dim=2) if c else parts[0] for parts in (k_parts, v_parts))
+            keys, values = prefix(k_parts, k, c), prefix(v_parts, v, c)
             outs.append(kernel(q_chunk, keys, values, attn_mask=mask, dropout_p=dropout_p))
         return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
 
