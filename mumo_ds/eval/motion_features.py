@@ -114,11 +114,8 @@ def kinetic_features(joints: np.ndarray, fps: float, reference_acceleration: boo
     # acceleration at s = 1..T-2 from the velocities of s -> s+1 and s-1 -> s
     earlier = p[1:-1] - p[:-2] / dt if reference_acceleration else step[:-1] / dt
     acceleration = (step[1:] / dt - earlier) / dt
-    # frame t averages s = t-2..t+2 within 1..T-2: in acceleration's index (s - 1), t-3..t+1
-    t = np.arange(1, n)
-    csum = np.concatenate([np.zeros_like(acceleration[:1]), np.cumsum(acceleration, axis=0)])
-    lo, hi = np.clip(t - 3, 0, n - 2), np.clip(t + 2, 0, n - 2)
-    mean_acc = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)[:, None, None]
+    # frame t averages s = t-2..t+2 within 1..T-2: acceleration's index s - 1, a window around t - 1
+    mean_acc = _window_mean(acceleration, 0, n - 2)
     expenditure = np.linalg.norm(mean_acc, axis=-1).mean(axis=0)
     return np.stack([horizontal, vertical, expenditure], axis=1).reshape(-1)  # [22, 3] -> [66]
 
