@@ -18,7 +18,7 @@ import json
 
 import torch
 
-from common import DEVICE, alternate, autocast, machine
+from common import DEVICE, TORCH_DTYPES, alternate, autocast, machine
 from mumo_ds.modeling import MuMoConfig
 from mumo_ds.modeling.attention import FrameCausal, MuMoAttention, fastest_attn_implementation, frame_causal_mask
 
@@ -40,7 +40,7 @@ def main() -> None:
         config = MuMoConfig.from_preset("tiny", hidden_size=args.width, num_attention_heads=args.heads)
         attn = MuMoAttention(config).to(DEVICE)
         x = torch.randn(args.batch, 2 * args.frames, args.width, device=DEVICE, requires_grad=True)
-        kernel = fastest_attn_implementation(DEVICE, torch.bfloat16 if dtype == "bf16" else torch.float32)
+        kernel = fastest_attn_implementation(DEVICE, TORCH_DTYPES[dtype])
 
         def run(implementation, **kwargs):
             def step():

@@ -30,6 +30,9 @@ def machine() -> dict:
             "torch": torch.__version__, "device": device, "host_memory_retained": HOST_MEMORY_RETAINED}
 
 
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the benchmarks' --dtypes names
+
+
 def autocast(dtype: str):
     if dtype == "bf16":
         return torch.autocast(DEVICE.type, dtype=torch.bfloat16)
@@ -72,7 +75,7 @@ def gemm_peak_flops(dtype: str, n: int | None = None, repeats: int = 10) -> floa
     """FLOP/s of an n x n x n matmul in this process, from its fastest repeat (the practical peak for the
     dtype; the fastest, not the median, so that a noisy moment cannot lower the peak and inflate MFU)."""
     n = n or (8192 if DEVICE.type == "cuda" else 2048)
-    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    torch_dtype = TORCH_DTYPES[dtype]
     a, b = (torch.randn(n, n, dtype=torch_dtype, device=DEVICE) for _ in range(2))
     a @ b
     return 2 * n**3 / min(seconds(lambda: a @ b) for _ in range(repeats))

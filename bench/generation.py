@@ -28,9 +28,6 @@ from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.generation import delayed_column, generate
 
 
-timed = seconds
-
-
 @torch.no_grad()
 def step_times(model: MuMoForConditionalGeneration, steps: int) -> list[float]:
     """Seconds per cached joint step (music + motion, CFG-doubled batch of 2)."""
@@ -42,7 +39,7 @@ def step_times(model: MuMoForConditionalGeneration, steps: int) -> list[float]:
     times = []
     for step in range(steps):
         column = delayed_column(grid, step - 1, cfg.special_token_id)
-        times.append(timed(lambda: model.decode_step({"music": column, "motion": column}, step, text, cache, cross_kv)))
+        times.append(seconds(lambda: model.decode_step({"music": column, "motion": column}, step, text, cache, cross_kv)))
     return times
 
 
@@ -78,8 +75,8 @@ def main() -> None:
     subject = mumo if args.speedup_size == "matched" else tiny
     opts = dict(guidance_scale=4.0, top_k=250, seed=0)
     opts["batch_size"] = args.speedup_batch
-    cached = min(timed(lambda: generate(subject, args.frames, {"music": None}, **opts)) for _ in range(args.repeats))
-    uncached = timed(lambda: generate(subject, args.frames, {"music": None}, use_cache=False, **opts))
+    cached = min(seconds(lambda: generate(subject, args.frames, {"music": None}, **opts)) for _ in range(args.repeats))
+    uncached = seconds(lambda: generate(subject, args.frames, {"music": None}, use_cache=False, **opts))
     result.update(speedup_size=args.speedup_size, speedup_batch=args.speedup_batch, cached_s=cached, uncached_s=uncached,
                   cached_speedup=uncached / cached)
 
@@ -90,9 +87,9 @@ def main() -> None:
     ours, theirs = [], []
     with torch.no_grad():
         for _ in range(args.repeats):  # alternate, then take medians
-            ours.append(timed(lambda: generate(mumo, args.frames, {"music": None}, text, guidance_scale=1.0, top_k=250)))
+            ours.append(seconds(lambda: generate(mumo, args.frames, {"music": None}, text, guidance_scale=1.0, top_k=250)))
             start = torch.full((mumo.config.num_codebooks, 1), mumo.config.special_token_id, device=DEVICE)
-            theirs.append(timed(lambda: peer.generate(
+            theirs.append(seconds(lambda: peer.generate(
                 input_ids=start, encoder_hidden_states=encoder_states, encoder_attention_mask=torch.ones(1, 16, device=DEVICE),
                 max_new_tokens=args.frames + mumo.config.num_codebooks - 1, do_sample=True, top_k=250, guidance_scale=None,
                 pad_token_id=mumo.config.special_token_id, decoder_start_token_id=mumo.config.special_token_id, num_return_sequences=1,

@@ -25,7 +25,7 @@ import json
 
 import torch
 
-from common import DEVICE, MATCHED, alternate, autocast, gemm_peak_flops, machine
+from common import DEVICE, MATCHED, TORCH_DTYPES, alternate, autocast, gemm_peak_flops, machine
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.attention import fastest_attn_implementation
 from mumo_ds.training.metrics import training_flops_per_token
@@ -64,7 +64,7 @@ def build(compile_model: bool, dtype: str):
     ask for)."""
     from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
 
-    kernel = fastest_attn_implementation(DEVICE, torch.bfloat16 if dtype == "bf16" else torch.float32)
+    kernel = fastest_attn_implementation(DEVICE, TORCH_DTYPES[dtype])
     torch.manual_seed(0)
     config = MuMoConfig.from_preset("tiny", caption_dropout=0.0, **MATCHED)
     model = MuMoForConditionalGeneration(config).to(DEVICE).train()
