@@ -66,6 +66,24 @@ def test_chunked_frame_causal_attention_equals_the_dense_mask(lengths, implement
         assert torch.allclose(g, r, rtol=0, atol=1e-10)
 
 
+def test_chunked_eager_attention_under_bf16_autocast_matches_the_dense_mask():
+    """The eager kernel's one-node chunk plan (its own backward) in the dtype CPU training uses."""
+    torch.manual_seed(0)
+    attn = MuMoAttention(MuMoConfig.from_preset("tiny", hidden_size=64, num_attention_heads=4,
+                                                attn_implementation="eager"))
+    lengths = (120, 90)
+    x = torch.randn(2, sum(lengths), 64, requires_grad=True)
+    results = []
+    for mask in (FrameCausal(lengths, chunks=4, min_chunk=16), frame_causal_mask(lengths)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attn(x, attn_mask=mask)
+        assert out.dtype == torch.bfloat16
+        grads = torch.autograd.grad(out.float().square().sum(), (x, attn.q_proj.weight, attn.v_proj.weight))
+        results.append((out.float(), *grads))
+    for got, ref in zip(*results):
+        assert got.dtype == torch.float32 and torch.allclose(got, ref, rtol=0.05, atol=0.05 * ref.abs().max().item())
+
+
 @pytest.mark.parametrize("case", ["causal", "bool_mask", "float_mask", "cross", "no_mask"])
 def test_eager_attention_equals_sdpa(case):
     torch.manual_seed(0)

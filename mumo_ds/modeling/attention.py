@@ -75,12 +75,17 @@ def eager_attention(
     if is_causal:
         attn_mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
     if attn_mask is not None and attn_mask.dtype == torch.bool:
-        attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~attn_mask, float("-inf"))
+        attn_mask = _mask_bias(attn_mask, q.dtype)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # [B, H, Lq, Lk]
     if attn_mask is not None:
         scores += attn_mask  # in place: the matmul keeps its inputs, not its output
     probs = torch.softmax(scores, dim=-1)
     return F.dropout(probs, dropout_p) @ v if dropout_p > 0 else probs @ v
+
+
+def _mask_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask (True = attend) as an additive 0 / -inf bias."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 ATTENTION_FUNCTIONS = {"sdpa": F.scaled_dot_product_attention, "eager": eager_attention}
@@ -148,6 +153,7 @@ class FrameCausal:
         self.masks = [  # [rows of chunk c, rows of chunks <= c], True = attend
             times[end - n : end, None] >= times[None, :end] for n, end in zip(self.sizes, ends)
         ]
+        self._biases: dict[torch.dtype, list[torch.Tensor]] = {}
 
     def to_chunks(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, D] concatenated order -> chunk-major order."""
@@ -162,9 +168,12 @@ class FrameCausal:
     ) -> torch.Tensor:
         """q, k, v [B, H, L, Dh] in chunk-major order -> [B, H, L, Dh] in chunk-major order.
 
-        Key/value prefixes are concatenations of split pieces rather than slices: a slice's backward
-        zero-fills a full-length gradient for every chunk, a piece's gradient is just summed. The last
-        chunk's prefix is all of k and v, used as they are."""
+        The eager kernel without dropout runs every chunk in one autograd node (:class:`_ChunkedEager`).
+        Other kernels are called per chunk; their key/value prefixes are concatenations of split pieces
+        rather than slices: a slice's backward zero-fills a full-length gradient for every chunk, a
+        piece's gradient is just summed. The last chunk's prefix is all of k and v, used as they are."""
+        if kernel is eager_attention and not dropout_p:
+            return _ChunkedEager.apply(q, k, v, self.sizes, self.biases(q.dtype))
         k_parts, v_parts = k.split(self.sizes, dim=2), v.split(self.sizes, dim=2)
         last = len(self.sizes) - 1
 
@@ -176,6 +185,54 @@ class FrameCausal:
             keys, values = prefix(k_parts, k, c), prefix(v_parts, v, c)
             outs.append(kernel(q_chunk, keys, values, attn_mask=mask, dropout_p=dropout_p))
         return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+
+    def biases(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        """The chunk masks as additive 0 / -inf biases in ``dtype`` (made once per forward, for every layer)."""
+        if dtype not in self._biases:
+            self._biases[dtype] = [_mask_bias(m, dtype) for m in self.masks]
+        return self._biases[dtype]
+
+
+class _ChunkedEager(torch.autograd.Function):
+    """Eager attention over :class:`FrameCausal`'s chunks as one autograd node, with its own backward.
+
+    q, k and v are laid out once as [B * H, L, Dh]; every chunk then reads its queries and its key/value
+    prefix as views of them, and its scores come from one ``baddbmm`` that also scales and adds the mask
+    bias. The backward writes each chunk's query gradient into place and accumulates the key/value
+    gradients into their prefixes, so no chunk copies a prefix or allocates a full-length gradient.
+    Keeps the chunks' probabilities for backward, as :func:`eager_attention` does.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, sizes: list[int], biases: list[torch.Tensor]):
+        b, h, length, dh = q.shape
+        q3, k3, v3 = (x.reshape(b * h, length, dh) for x in (q, k, v))  # copies of the usual head-split views
+        scale = dh**-0.5
+        outs, probs, end = [], [], 0
+        for n, bias in zip(sizes, biases):
+            end += n
+            scores = torch.baddbmm(bias, q3[:, end - n : end], k3[:, :end].transpose(1, 2), alpha=scale)
+            probs.append(torch.softmax(scores, dim=-1))
+            outs.append(torch.bmm(probs[-1], v3[:, :end]))
+        ctx.save_for_backward(q3, k3, v3, *probs)
+        ctx.sizes = sizes
+        return torch.cat(outs, dim=1).view(b, h, length, dh)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q3, k3, v3, *probs = ctx.saved_tensors
+        grad3 = grad.reshape(q3.shape)
+        scale = q3.shape[-1] ** -0.5
+        dq, dk, dv = torch.empty_like(q3), torch.zeros_like(k3), torch.zeros_like(v3)
+        end = 0
+        for n, p in zip(ctx.sizes, probs):
+            end += n
+            rows = slice(end - n, end)
+            dv[:, :end].baddbmm_(p.transpose(1, 2), grad3[:, rows])
+            dscores = torch._softmax_backward_data(torch.bmm(grad3[:, rows], v3[:, :end].transpose(1, 2)), p, -1, p.dtype)
+            dq[:, rows] = torch.bmm(dscores, k3[:, :end])
+            dk[:, :end].baddbmm_(dscores.transpose(1, 2), q3[:, rows], alpha=scale)
+        return (dq.mul_(scale).view(grad.shape), dk.view(grad.shape), dv.view(grad.shape), None, None)
 
 
 class KVCache:
