@@ -196,43 +196,51 @@ class FrameCausal:
 class _ChunkedEager(torch.autograd.Function):
     """Eager attention over :class:`FrameCausal`'s chunks as one autograd node, with its own backward.
 
-    q, k and v are laid out once as [B * H, L, Dh]; every chunk then reads its queries and its key/value
-    prefix as views of them, and its scores come from one ``baddbmm`` that also scales and adds the mask
-    bias. The backward writes each chunk's query gradient into place and accumulates the key/value
-    gradients into their prefixes, so no chunk copies a prefix or allocates a full-length gradient.
-    Keeps the chunks' probabilities for backward, as :func:`eager_attention` does.
+    Queries are laid out chunk by chunk and keys/values once as [B * H, L, Dh]; each chunk reads its
+    key/value prefix as a view, and its scores come from one ``baddbmm`` that also scales and adds the
+    mask bias. The backward runs the chunks last to first: the last chunk's key/value gradients cover
+    every key and become the buffers the earlier chunks' (shorter) gradients are added into, so no chunk
+    copies a prefix or allocates a full-length gradient, and no batched GEMM writes into a strided view
+    (on CPU that falls back to one GEMM per batch entry). Keeps the chunks' probabilities for backward,
+    as :func:`eager_attention` does.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, sizes: list[int], biases: list[torch.Tensor]):
         b, h, length, dh = q.shape
-        q3, k3, v3 = (x.reshape(b * h, length, dh) for x in (q, k, v))  # copies of the usual head-split views
-        scale = dh**-0.5
+        k3, v3 = (x.reshape(b * h, length, dh) for x in (k, v))  # copies of the usual head-split views
+        q_chunks = [x.reshape(b * h, -1, dh) for x in q.split(sizes, dim=2)]
         outs, probs, end = [], [], 0
-        for n, bias in zip(sizes, biases):
+        for q_chunk, n, bias in zip(q_chunks, sizes, biases):
             end += n
-            scores = torch.baddbmm(bias, q3[:, end - n : end], k3[:, :end].transpose(1, 2), alpha=scale)
+            scores = torch.baddbmm(bias, q_chunk, k3[:, :end].transpose(1, 2), alpha=dh**-0.5)
             probs.append(torch.softmax(scores, dim=-1))
             outs.append(torch.bmm(probs[-1], v3[:, :end]))
-        ctx.save_for_backward(q3, k3, v3, *probs)
+        ctx.save_for_backward(k3, v3, *q_chunks, *probs)
         ctx.sizes = sizes
         return torch.cat(outs, dim=1).view(b, h, length, dh)
 
     @staticmethod
     def backward(ctx, grad):
-        q3, k3, v3, *probs = ctx.saved_tensors
-        grad3 = grad.reshape(q3.shape)
-        scale = q3.shape[-1] ** -0.5
-        dq, dk, dv = torch.empty_like(q3), torch.zeros_like(k3), torch.zeros_like(v3)
-        end = 0
-        for n, p in zip(ctx.sizes, probs):
-            end += n
-            rows = slice(end - n, end)
-            dv[:, :end].baddbmm_(p.transpose(1, 2), grad3[:, rows])
-            dscores = torch._softmax_backward_data(torch.bmm(grad3[:, rows], v3[:, :end].transpose(1, 2)), p, -1, p.dtype)
-            dq[:, rows] = torch.bmm(dscores, k3[:, :end])
-            dk[:, :end].baddbmm_(dscores.transpose(1, 2), q3[:, rows], alpha=scale)
-        return (dq.mul_(scale).view(grad.shape), dk.view(grad.shape), dv.view(grad.shape), None, None)
+        k3, v3, *saved = ctx.saved_tensors
+        chunks = len(ctx.sizes)
+        q_chunks, probs = saved[:chunks], saved[chunks:]
+        grad_chunks = [g.reshape(k3.shape[0], -1, k3.shape[2]) for g in grad.split(ctx.sizes, dim=2)]
+        dq, dk, dv, end = [], None, None, k3.shape[1]
+        for c in reversed(range(chunks)):
+            p, g = probs[c], grad_chunks[c]
+            dscores = torch._softmax_backward_data(torch.bmm(g, v3[:, :end].transpose(1, 2)), p, -1, p.dtype)
+            dq.append(torch.bmm(dscores, k3[:, :end]))
+            dk_c, dv_c = torch.bmm(dscores.transpose(1, 2), q_chunks[c]), torch.bmm(p.transpose(1, 2), g)
+            if dk is None:  # the last chunk's prefix is every key
+                dk, dv = dk_c, dv_c
+            else:
+                dk[:, :end] += dk_c
+                dv[:, :end] += dv_c
+            end -= ctx.sizes[c]
+        scale = k3.shape[2] ** -0.5
+        dq = torch.cat(dq[::-1], dim=1).mul_(scale)
+        return dq.view(grad.shape), dk.mul_(scale).view(grad.shape), dv.view(grad.shape), None, None
 
 
 class KVCache:
