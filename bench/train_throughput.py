@@ -4,9 +4,13 @@
 
 Forward + backward + AdamW step on batch x frames codes, width 512, 6 layers, 8 heads, FFN 2048,
 4 x 2048 codebooks (same process, alternating repeats, median). Prints one JSON object with, per dtype:
-- ``mumo_vs_musicgen``: MuMo music-only frames/s over HF ``MusicgenForCausalLM`` frames/s
-  (targets: >= 1.1 bf16, >= 1.0 fp32);
-- ``joint_vs_music``: MuMo music+motion frames/s (both streams counted) over music-only (target >= 0.9);
+- ``mumo_vs_musicgen``: frames/s of MuMo built for music alone (``modalities=["music"]``: MusicGen's
+  parameter count) over HF ``MusicgenForCausalLM`` frames/s (targets: >= 1.1 bf16, >= 1.0 fp32);
+- ``bimodal_vs_musicgen``: the same for the music+motion model the stages train, on music-only batches;
+  its motion embeddings, experts and heads (~20M parameters at this size) get zero gradients through the
+  ghost forwards that keep ranks in step (mumo_ds/modeling/moe.py), and AdamW steps them too;
+- ``joint_vs_music``: the music+motion model's frames/s on joint batches (both streams counted) over its
+  music-only frames/s (target >= 0.9);
 - ``mfu``: 6 x non-embedding params x frames/s (plus attention) over the GEMM peak measured in the same
   run (target >= 0.75 in bf16), and the same for MusicGen.
 Both models get the same caption (a 16-token encoder output) for cross-attention, and fused AdamW.
@@ -59,26 +63,39 @@ def musicgen_step(peer, opt, codes, states, dtype):
 
 
 def build(compile_model: bool, dtype: str):
-    """MuMo (and its compiled twin, sharing parameters) and HF MusicGen peers (SDPA, and eager where MuMo trains
-    with eager), each with fused AdamW (HF Trainer's default optimizer for torch >= 2.8, and the one ds_configs/
-    ask for)."""
+    """The MuMo models and HF MusicGen peers of one dtype, each with fused AdamW (HF Trainer's default optimizer
+    for torch >= 2.8, and the one ds_configs/ ask for), and compiled twins of the MuMo models (sharing parameters).
+
+    "mumo": built for music alone (``modalities=["music"]``), MusicGen's parameter count plus the text projection;
+    "bimodal": music and motion, the model the stages train. MusicGen runs SDPA, and eager too where MuMo trains
+    with eager."""
     from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
 
     kernel = fastest_attn_implementation(DEVICE, TORCH_DTYPES[dtype])
-    torch.manual_seed(0)
-    config = MuMoConfig.from_preset("tiny", caption_dropout=0.0, **MATCHED)
-    model = MuMoForConditionalGeneration(config).to(DEVICE).train()
-    model.set_attn_implementation(kernel)
-    model.text_encoder.requires_grad_(False)
+    models = {}
+    for name, modalities in (("mumo", ["music"]), ("bimodal", ["music", "motion"])):
+        torch.manual_seed(0)
+        config = MuMoConfig.from_preset("tiny", caption_dropout=0.0, modalities=modalities, **MATCHED)
+        models[name] = MuMoForConditionalGeneration(config).to(DEVICE).train()
+        models[name].set_attn_implementation(kernel)
     peer_config = MusicgenDecoderConfig(
         vocab_size=2048, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, ffn_dim=2048, num_codebooks=4,
         dropout=0.0, max_position_embeddings=4096)
     peers = {"musicgen": "sdpa", "musicgen_eager": "eager"} if kernel == "eager" else {"musicgen": "sdpa"}
-    peers = {name: MusicgenForCausalLM._from_config(peer_config, attn_implementation=impl).to(DEVICE).train()
-             for name, impl in peers.items()}
+    models.update({name: MusicgenForCausalLM._from_config(peer_config, attn_implementation=impl).to(DEVICE).train()
+                   for name, impl in peers.items()})
     optimizers = {name: torch.optim.AdamW([q for q in m.parameters() if q.requires_grad], lr=1e-4, fused=True)
-                  for name, m in {"mumo": model, **peers}.items()}
-    return model, torch.compile(model) if compile_model else None, peers, optimizers
+                  for name, m in models.items()}
+    compiled = {name: torch.compile(models[name]) for name in ("mumo", "bimodal")} if compile_model else {}
+    return models, compiled, optimizers
+
+
+def music_flops_per_frame(model, frames: int) -> float:
+    """Training FLOPs per frame of a music-only step: the parameters it uses (embeddings, the frozen text encoder
+    and anything of motion excluded), plus attention."""
+    used = sum(q.numel() for n, q in model.named_parameters()
+               if not n.startswith(("embeddings.", "text_encoder.", "model.decoder.embed_tokens")) and "motion" not in n)
+    return training_flops_per_token(used, 6, 512, frames)
 
 
 def main() -> None:
@@ -92,47 +109,45 @@ def main() -> None:
     codes = torch.randint(0, 2048, (args.batch, 4, args.frames), device=DEVICE)
     motion = torch.randint(0, 2048, (args.batch, 4, args.frames), device=DEVICE)
     caption = torch.randint(3, 300, (args.batch, 16), device=DEVICE)
-    text = dict(music_caption_ids=caption, motion_caption_ids=caption)
     states = torch.randn(args.batch, 16, 512, device=DEVICE)
-    music, joint = dict(music_codes=codes, **text), dict(music_codes=codes, motion_codes=motion, **text)
+    music = dict(music_codes=codes, music_caption_ids=caption)
+    joint = dict(music_codes=codes, motion_codes=motion, music_caption_ids=caption, motion_caption_ids=caption)
     result = {**machine(), "frames": args.frames, "batch": args.batch, "size": MATCHED}
     for dtype in args.dtypes:
-        model, compiled, peers, opts = build(args.compile, dtype)  # fresh per dtype: nothing carried over
-        opt = opts["mumo"]
+        models, compiled, opts = build(args.compile, dtype)  # fresh per dtype: nothing carried over
         steps = {
-            "mumo_music": mumo_step(model, opt, music, dtype),
-            "mumo_joint": mumo_step(model, opt, joint, dtype),
-            **{name: musicgen_step(peer, opts[name], codes, states, dtype) for name, peer in peers.items()},
+            "mumo_music": mumo_step(models["mumo"], opts["mumo"], music, dtype),
+            "bimodal_music": mumo_step(models["bimodal"], opts["bimodal"], music, dtype),
+            "bimodal_joint": mumo_step(models["bimodal"], opts["bimodal"], joint, dtype),
+            **{name: musicgen_step(models[name], opts[name], codes, states, dtype) for name in models if "musicgen" in name},
         }
-        if compiled is not None:
-            steps.update(mumo_music_compiled=mumo_step(compiled, opt, music, dtype),
-                         mumo_joint_compiled=mumo_step(compiled, opt, joint, dtype))
-            for name in ("mumo_music_compiled", "mumo_joint_compiled"):
+        if compiled:
+            steps.update(mumo_music_compiled=mumo_step(compiled["mumo"], opts["mumo"], music, dtype),
+                         bimodal_music_compiled=mumo_step(compiled["bimodal"], opts["bimodal"], music, dtype),
+                         bimodal_joint_compiled=mumo_step(compiled["bimodal"], opts["bimodal"], joint, dtype))
+            for name in ("mumo_music_compiled", "bimodal_music_compiled", "bimodal_joint_compiled"):
                 steps[name]()  # compile outside the timing
         times = alternate(steps, args.repeats)
         peak = gemm_peak_flops(dtype)
         fps = {name: args.batch * args.frames * (2 if "joint" in name else 1) / t for name, t in times.items()}
-        # parameters a music-only step uses, embeddings and the frozen text encoder excluded
-        non_embedding = sum(q.numel() for n, q in model.named_parameters()
-                            if not n.startswith(("embeddings.", "text_encoder.")) and "motion" not in n)
-        peer_non_embedding = sum(q.numel() for n, q in peers["musicgen"].named_parameters() if "embed_tokens" not in n)
-        per_frame = training_flops_per_token(non_embedding, 6, 512, args.frames)
-        peer_per_frame = training_flops_per_token(peer_non_embedding, 6, 512, args.frames)
+        per_frame = {name: music_flops_per_frame(models[name], args.frames) for name in ("mumo", "musicgen")}
         result[dtype] = {
-            "attn_implementation": model.config._attn_implementation,
+            "attn_implementation": models["mumo"].config._attn_implementation,
             "seconds": times, "frames_per_s": fps, "gemm_peak_flops": peak,
             "mumo_vs_musicgen": fps["mumo_music"] / fps["musicgen"],
-            "joint_vs_music": fps["mumo_joint"] / fps["mumo_music"],
-            "mfu_mumo_music": fps["mumo_music"] * per_frame / peak,
-            "mfu_musicgen": fps["musicgen"] * peer_per_frame / peak,
+            "bimodal_vs_musicgen": fps["bimodal_music"] / fps["musicgen"],
+            "joint_vs_music": fps["bimodal_joint"] / fps["bimodal_music"],
+            "mfu_mumo_music": fps["mumo_music"] * per_frame["mumo"] / peak,
+            "mfu_musicgen": fps["musicgen"] * per_frame["musicgen"] / peak,
         }
         if "musicgen_eager" in fps:
             result[dtype]["mumo_vs_musicgen_eager"] = fps["mumo_music"] / fps["musicgen_eager"]
-        if compiled is not None:
+        if compiled:
             result[dtype].update(
                 compiled_mumo_vs_musicgen=fps["mumo_music_compiled"] / fps["musicgen"],
-                compiled_joint_vs_music=fps["mumo_joint_compiled"] / fps["mumo_music_compiled"],
-                mfu_mumo_music_compiled=fps["mumo_music_compiled"] * per_frame / peak,
+                compiled_bimodal_vs_musicgen=fps["bimodal_music_compiled"] / fps["musicgen"],
+                compiled_joint_vs_music=fps["bimodal_joint_compiled"] / fps["bimodal_music_compiled"],
+                mfu_mumo_music_compiled=fps["mumo_music_compiled"] * per_frame["mumo"] / peak,
             )
     print(json.dumps(result, indent=2))
 

@@ -30,7 +30,7 @@ def test_train_throughput_bench_reports_peers_and_mfu(dtype):
     out = bench("train_throughput", "--frames", "8", "--batch", "1", "--repeats", "1", "--no-compile", "--dtypes", dtype)
     result = out[dtype]
     peers = {"musicgen", "musicgen_eager"} if dtype == "bf16" else {"musicgen"}
-    assert set(result["seconds"]) == {"mumo_music", "mumo_joint"} | peers
+    assert set(result["seconds"]) == {"mumo_music", "bimodal_music", "bimodal_joint"} | peers
     assert result["attn_implementation"] == ("eager" if dtype == "bf16" else "sdpa")
-    assert {"mumo_vs_musicgen", "joint_vs_music", "mfu_mumo_music", "mfu_musicgen"} <= set(result)
+    assert {"mumo_vs_musicgen", "bimodal_vs_musicgen", "joint_vs_music", "mfu_mumo_music", "mfu_musicgen"} <= set(result)
     assert ("mumo_vs_musicgen_eager" in result) == (dtype == "bf16")
