@@ -7,7 +7,7 @@ Forward + backward + AdamW step on batch x frames codes, width 512, 6 layers, 8 
 - ``mumo_vs_musicgen``: frames/s of MuMo built for music alone (``modalities=["music"]``: MusicGen's
   parameter count) over HF ``MusicgenForCausalLM`` frames/s (targets: >= 1.1 bf16, >= 1.0 fp32);
 - ``bimodal_vs_musicgen``: the same for the music+motion model the stages train, on music-only batches;
-  its motion embeddings, experts and heads (~20M parameters at this size) get zero gradients through the
+  its motion embeddings, experts and heads (~21M parameters at this size) get zero gradients through the
   ghost forwards that keep ranks in step (mumo_ds/modeling/moe.py), and AdamW steps them too;
 - ``joint_vs_music``: the music+motion model's frames/s on joint batches (both streams counted) over its
   music-only frames/s (target >= 0.9);
