@@ -200,7 +200,7 @@ class _ChunkedEager(torch.autograd.Function):
     key/value prefix as a view, and its scores come from one ``baddbmm`` that also scales and adds the
     mask bias. The backward runs the chunks last to first: the last chunk's key/value gradients cover
     every key and become the buffers the earlier chunks' (shorter) gradients are added into, so no chunk
-    copies a prefix or allocates a full-length gradient, and no batched GEMM writes into a strided view
+    concatenates a prefix or allocates a full-length gradient, and no batched GEMM writes into a strided view
     (on CPU that falls back to one GEMM per batch entry). Keeps the chunks' probabilities for backward,
     as :func:`eager_attention` does.
     """
