@@ -84,6 +84,36 @@ def test_chunked_eager_attention_under_bf16_autocast_matches_the_dense_mask():
         assert got.dtype == torch.float32 and torch.allclose(got, ref, rtol=0.05, atol=0.05 * ref.abs().max().item())
 
 
+def test_frozen_text_encoder_stays_in_eval_mode_so_training_forwards_are_deterministic(tiny_config, captions):
+    torch.manual_seed(0)
+    model = MuMoForConditionalGeneration(tiny_config).train()
+    model.config.caption_dropout = 0.0
+    assert model.training and not model.text_encoder.training  # T5's own dropout (0.1) stays off
+    batch = dict(music_codes=random_codes(2, 20, seed=0), **captions)
+    assert torch.equal(model(**batch).loss, model(**batch).loss)
+    model.text_encoder.requires_grad_(True)  # a trainable encoder follows the mode like any module
+    assert model.train().text_encoder.training and not model.eval().text_encoder.training
+
+
+def test_chunked_eager_attention_under_activation_checkpointing_gives_the_same_gradients(tiny_config, captions):
+    """Recomputing each layer in the backward re-runs the one-node chunk plan: same loss, same gradients."""
+    torch.manual_seed(0)
+    model = MuMoForConditionalGeneration(tiny_config).double().train()
+    model.config.caption_dropout = 0.0
+    model.set_attn_implementation("eager")
+    batch = dict(music_codes=random_codes(2, 150, seed=0), motion_codes=random_codes(2, 120, seed=1), **captions)
+    results = []
+    for checkpointing in (False, True):
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_ref, grads_ref), (loss_ckpt, grads_ckpt) = results
+    assert torch.equal(loss_ckpt, loss_ref) and grads_ckpt.keys() == grads_ref.keys()
+    assert all(torch.allclose(grads_ckpt[n], grads_ref[n], rtol=0, atol=1e-12) for n in grads_ref)
+
+
 @pytest.mark.parametrize("case", ["causal", "bool_mask", "float_mask", "cross", "no_mask"])
 def test_eager_attention_equals_sdpa(case):
     torch.manual_seed(0)

@@ -191,8 +191,17 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         return loaded
 
     def freeze_text_encoder(self) -> None:
-        """The T5 encoder is frozen in every stage."""
+        """The T5 encoder is frozen in every stage, and kept in eval mode (see :meth:`train`)."""
         self.text_encoder.requires_grad_(False)
+        self.text_encoder.eval()
+
+    def train(self, mode: bool = True):
+        """``nn.Module.train``, except that a frozen text encoder stays in eval mode: its dropout would only
+        add noise to the caption states it is not learning from (as audiocraft keeps its frozen T5)."""
+        super().train(mode)
+        if not any(p.requires_grad for p in self.text_encoder.parameters()):
+            self.text_encoder.eval()
+        return self
 
     @torch.no_grad()
     def init_motion_from_music(self) -> None:
