@@ -277,17 +277,16 @@ class MuMoAttention(nn.Module):
     new keys/values, and ``kv`` passes precomputed cross-attention keys/values (:meth:`project_kv`).
     """
 
-    def __init__(self, config, kv_size: int | None = None):
+    def __init__(self, config):
         super().__init__()
         self.config = config  # read at call time: set_attn_implementation switches the kernel of every layer
         hidden_size = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.head_dim = hidden_size // self.num_heads
         self.dropout = config.attention_dropout
-        kv_size = kv_size or hidden_size
         self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.k_proj = nn.Linear(kv_size, hidden_size, bias=False)
-        self.v_proj = nn.Linear(kv_size, hidden_size, bias=False)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.out_proj = nn.Linear(hidden_size, hidden_size, bias=False)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
