@@ -277,19 +277,41 @@ def test_caption_dropout_drops_per_sample(tiny_config):
 
 
 def test_codebook_cross_entropy_in_pieces_equals_one_pass():
-    from mumo_ds.modeling.losses import CHUNK_ELEMENTS, IGNORE_INDEX, codebook_cross_entropy
+    from mumo_ds.modeling.losses import IGNORE_INDEX, PIECE_ROWS, codebook_cross_entropy
 
     torch.manual_seed(0)
     b, k, s, v = 2, 4, 700, 2048
-    assert b * k * s * v > 2 * CHUNK_ELEMENTS  # several pieces
-    logits = torch.randn(b, s, k, v).transpose(1, 2)  # [B, K, S, V] view, as the heads return it
+    assert b * k * s > 2 * PIECE_ROWS and b * k * s % PIECE_ROWS  # several pieces, the last one shorter
     labels = torch.randint(0, v, (b, k, s))
     labels[:, 1, :50] = IGNORE_INDEX
     labels[:, 3] = IGNORE_INDEX  # a codebook without targets contributes 0
-    mean, per_codebook = codebook_cross_entropy(logits, labels)
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, v), labels.reshape(-1), reduction="none").view(b, k, s)
     valid = labels != IGNORE_INDEX
-    expected = (ce * valid).sum(dim=(0, 2)) / valid.sum(dim=(0, 2)).clamp_min(1)
-    torch.testing.assert_close(per_codebook, expected, rtol=1e-6, atol=0)  # rows agree up to the kernels' rounding
-    assert per_codebook[3] == 0
-    torch.testing.assert_close(mean, expected.mean(), rtol=1e-6, atol=0)
+    for dtype in (torch.float32, torch.bfloat16):
+        leaf = (torch.randn(b, s, k, v) * 3).to(dtype).requires_grad_()
+        mean, per_codebook = codebook_cross_entropy(leaf.transpose(1, 2), labels)  # [B, K, S, V] view, as the heads give it
+        mean.backward()
+        # reference: one fp32 cross-entropy over the whole grid (what autocast runs), its gradient rounded to dtype
+        ref = leaf.detach().float().requires_grad_()
+        ce = torch.nn.functional.cross_entropy(
+            ref.transpose(1, 2).reshape(-1, v), labels.reshape(-1), reduction="none").view(b, k, s)
+        expected = (ce * valid).sum(dim=(0, 2)) / valid.sum(dim=(0, 2)).clamp_min(1)
+        expected.mean().backward()
+        assert per_codebook.dtype == torch.float32 and per_codebook[3] == 0
+        torch.testing.assert_close(per_codebook, expected, rtol=1e-6, atol=0)  # rows agree up to the kernels' rounding
+        torch.testing.assert_close(mean, expected.mean(), rtol=1e-6, atol=0)
+        assert leaf.grad.dtype == dtype and not leaf.grad[:, :, 3].any()  # no target, no gradient
+        ulp = 1e-5 if dtype == torch.float32 else 2**-7  # bf16: at most one unit in the last place
+        torch.testing.assert_close(leaf.grad, ref.grad.to(dtype), rtol=ulp, atol=1e-9)
+
+
+def test_row_cross_entropy_operator_gradient_and_registration():
+    """float64 gradcheck of the custom operator's backward, and torch.library's checks of its fake (compile)
+    and autograd registrations."""
+    from mumo_ds.modeling.losses import IGNORE_INDEX, PIECE_ROWS, row_cross_entropy
+
+    torch.manual_seed(0)
+    rows = torch.randn(PIECE_ROWS + 44, 37, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 37, (PIECE_ROWS + 44,))
+    targets[::7] = IGNORE_INDEX
+    assert torch.autograd.gradcheck(lambda x: row_cross_entropy(x, targets), (rows,))
+    torch.library.opcheck(torch.ops.mumo.row_cross_entropy.default, (rows, targets))
