@@ -43,7 +43,7 @@ def row_cross_entropy_backward(rows: torch.Tensor, targets: torch.Tensor, grad: 
     for x, t, g, o in zip(rows.split(PIECE_ROWS), targets.split(PIECE_ROWS), grad.split(PIECE_ROWS), out.split(PIECE_ROWS)):
         p = torch.softmax(x, dim=-1, dtype=grad.dtype)
         p.scatter_add_(1, t.clamp_min(0)[:, None], p.new_full((len(t), 1), -1.0))
-        torch.mul(p, g[:, None], out=o)  # rounded once, into the logits' dtype
+        o.copy_(p.mul_(g[:, None]))  # rounded once, into the logits' dtype
     return out
 
 
