@@ -18,7 +18,7 @@ import json
 
 import torch
 
-from common import DEVICE, TORCH_DTYPES, alternate, autocast, machine
+from common import DEVICE, TORCH_DTYPES, alternate, autocast, machine, medians, paired_ratio
 from mumo_ds.modeling import MuMoConfig
 from mumo_ds.modeling.attention import FrameCausal, MuMoAttention, fastest_attn_implementation, frame_causal_mask
 
@@ -57,9 +57,10 @@ def main() -> None:
         sdpa = times if kernel == "sdpa" else alternate(
             {"frame_causal": run("sdpa", attn_mask=chunked), "causal": causal}, args.repeats)
         dense = alternate({"dense_mask": run("sdpa", attn_mask=mask), "causal": causal}, args.repeats)
-        result[dtype] = {"kernel": kernel, "seconds": times, "frame_causal_vs_causal": times["frame_causal"] / times["causal"],
-                         "frame_causal_sdpa_vs_causal": sdpa["frame_causal"] / sdpa["causal"],
-                         "dense_mask_vs_causal": dense["dense_mask"] / dense["causal"]}
+        result[dtype] = {"kernel": kernel, "seconds": medians(times),
+                         "frame_causal_vs_causal": paired_ratio(times, "frame_causal", "causal"),
+                         "frame_causal_sdpa_vs_causal": paired_ratio(sdpa, "frame_causal", "causal"),
+                         "dense_mask_vs_causal": paired_ratio(dense, "dense_mask", "causal")}
     print(json.dumps(result, indent=2))
 
 

@@ -59,16 +59,27 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(seconds(fn) for _ in range(repeats))
 
 
-def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each function, run in alternation so machine noise hits all alike."""
+def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each function in each of ``repeats`` rounds, the functions run in alternation so that
+    machine noise hits all alike. Summarise with :func:`medians` and :func:`paired_ratio`."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times = {name: [] for name in fns}
+    samples = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            times[name].append(seconds(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
+            samples[name].append(seconds(fn))
+    return samples
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.median(t) for name, t in samples.items()}
+
+
+def paired_ratio(samples: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of one round's ``numerator`` seconds over the same round's ``denominator``
+    seconds: a slow stretch of the machine that hits both runs of a round cancels out."""
+    return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator]))
 
 
 def gemm_peak_flops(dtype: str, n: int | None = None, repeats: int = 10) -> float:

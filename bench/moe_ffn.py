@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from common import DEVICE, alternate, autocast, machine
+from common import DEVICE, alternate, autocast, machine, medians, paired_ratio
 from mumo_ds.modeling.moe import FeedForward, ModalityExpertFFN
 
 
@@ -42,7 +42,7 @@ def main() -> None:
             return step
 
         times = alternate({"moe": run(lambda: moe(x, segments)), "dense": run(lambda: dense(x))}, args.repeats)
-        result[dtype] = {"seconds": times, "moe_vs_dense": times["moe"] / times["dense"]}
+        result[dtype] = {"seconds": medians(times), "moe_vs_dense": paired_ratio(times, "moe", "dense")}
     print(json.dumps(result, indent=2))
 
 

@@ -1,9 +1,10 @@
 """Training throughput: MuMo vs HF MusicGen at matched size, joint vs music-only, and MFU.
 
-    python bench/train_throughput.py [--frames 500] [--batch 4] [--repeats 5] [--dtypes fp32 bf16] [--no-compile]
+    python bench/train_throughput.py [--frames 500] [--batch 4] [--repeats 7] [--dtypes fp32 bf16] [--no-compile]
 
 Forward + backward + AdamW step on batch x frames codes, width 512, 6 layers, 8 heads, FFN 2048,
-4 x 2048 codebooks (same process, alternating repeats, median). Prints one JSON object with, per dtype:
+4 x 2048 codebooks (same process, alternating repeats; ``seconds`` are medians, and each ratio is the median
+over rounds of the ratio within a round, see bench/common.py). Prints one JSON object with, per dtype:
 - ``mumo_vs_musicgen``: frames/s of MuMo built for music alone (``modalities=["music"]``: MusicGen's
   parameter count) over HF ``MusicgenForCausalLM`` frames/s (targets: >= 1.1 bf16, >= 1.0 fp32);
 - ``bimodal_vs_musicgen``: the same for the music+motion model the stages train, on music-only batches;
@@ -29,7 +30,7 @@ import json
 
 import torch
 
-from common import DEVICE, MATCHED, TORCH_DTYPES, alternate, autocast, gemm_peak_flops, machine
+from common import DEVICE, MATCHED, TORCH_DTYPES, alternate, autocast, gemm_peak_flops, machine, medians, paired_ratio
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.attention import fastest_attn_implementation
 from mumo_ds.training.metrics import training_flops_per_token
@@ -102,7 +103,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=500)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     args = p.parse_args()
@@ -115,38 +116,45 @@ def main() -> None:
     result = {**machine(), "frames": args.frames, "batch": args.batch, "size": MATCHED}
     for dtype in args.dtypes:
         models, compiled, opts = build(args.compile, dtype)  # fresh per dtype: nothing carried over
-        steps = {
-            "mumo_music": mumo_step(models["mumo"], opts["mumo"], music, dtype),
-            "bimodal_music": mumo_step(models["bimodal"], opts["bimodal"], music, dtype),
-            "bimodal_joint": mumo_step(models["bimodal"], opts["bimodal"], joint, dtype),
-            **{name: musicgen_step(models[name], opts[name], codes, states, dtype) for name in models if "musicgen" in name},
-        }
+        # each comparison's two runs next to each other in a round (the rounds are ~10 s long)
+        steps = {"mumo_music": mumo_step(models["mumo"], opts["mumo"], music, dtype),
+                 "musicgen": musicgen_step(models["musicgen"], opts["musicgen"], codes, states, dtype)}
         if compiled:
-            steps.update(mumo_music_compiled=mumo_step(compiled["mumo"], opts["mumo"], music, dtype),
-                         bimodal_music_compiled=mumo_step(compiled["bimodal"], opts["bimodal"], music, dtype),
+            steps["mumo_music_compiled"] = mumo_step(compiled["mumo"], opts["mumo"], music, dtype)
+        if "musicgen_eager" in models:
+            steps["musicgen_eager"] = musicgen_step(models["musicgen_eager"], opts["musicgen_eager"], codes, states, dtype)
+        steps.update(bimodal_music=mumo_step(models["bimodal"], opts["bimodal"], music, dtype),
+                     bimodal_joint=mumo_step(models["bimodal"], opts["bimodal"], joint, dtype))
+        if compiled:
+            steps.update(bimodal_music_compiled=mumo_step(compiled["bimodal"], opts["bimodal"], music, dtype),
                          bimodal_joint_compiled=mumo_step(compiled["bimodal"], opts["bimodal"], joint, dtype))
             for name in ("mumo_music_compiled", "bimodal_music_compiled", "bimodal_joint_compiled"):
                 steps[name]()  # compile outside the timing
-        times = alternate(steps, args.repeats)
+        samples = alternate(steps, args.repeats)
+        times = medians(samples)
         peak = gemm_peak_flops(dtype)
         fps = {name: args.batch * args.frames * (2 if "joint" in name else 1) / t for name, t in times.items()}
         per_frame = {name: music_flops_per_frame(models[name], args.frames) for name in ("mumo", "musicgen")}
+
+        def speedup(name: str, peer: str) -> float:  # frames/s of name over peer's, both counting music frames
+            return paired_ratio(samples, peer, name)
+
         result[dtype] = {
             "attn_implementation": models["mumo"].config._attn_implementation,
             "seconds": times, "frames_per_s": fps, "gemm_peak_flops": peak,
-            "mumo_vs_musicgen": fps["mumo_music"] / fps["musicgen"],
-            "bimodal_vs_musicgen": fps["bimodal_music"] / fps["musicgen"],
-            "joint_vs_music": fps["bimodal_joint"] / fps["bimodal_music"],
+            "mumo_vs_musicgen": speedup("mumo_music", "musicgen"),
+            "bimodal_vs_musicgen": speedup("bimodal_music", "musicgen"),
+            "joint_vs_music": 2 * speedup("bimodal_joint", "bimodal_music"),  # a joint step carries 2x the frames
             "mfu_mumo_music": fps["mumo_music"] * per_frame["mumo"] / peak,
             "mfu_musicgen": fps["musicgen"] * per_frame["musicgen"] / peak,
         }
         if "musicgen_eager" in fps:
-            result[dtype]["mumo_vs_musicgen_eager"] = fps["mumo_music"] / fps["musicgen_eager"]
+            result[dtype]["mumo_vs_musicgen_eager"] = speedup("mumo_music", "musicgen_eager")
         if compiled:
             result[dtype].update(
-                compiled_mumo_vs_musicgen=fps["mumo_music_compiled"] / fps["musicgen"],
-                compiled_bimodal_vs_musicgen=fps["bimodal_music_compiled"] / fps["musicgen"],
-                compiled_joint_vs_music=fps["bimodal_joint_compiled"] / fps["bimodal_music_compiled"],
+                compiled_mumo_vs_musicgen=speedup("mumo_music_compiled", "musicgen"),
+                compiled_bimodal_vs_musicgen=speedup("bimodal_music_compiled", "musicgen"),
+                compiled_joint_vs_music=2 * speedup("bimodal_joint_compiled", "bimodal_music_compiled"),
                 mfu_mumo_music_compiled=fps["mumo_music_compiled"] * per_frame["mumo"] / peak,
             )
     print(json.dumps(result, indent=2))
