@@ -38,7 +38,7 @@ def _(rows, targets):
 @torch.library.custom_op("mumo::row_cross_entropy_backward", mutates_args=())
 def row_cross_entropy_backward(rows: torch.Tensor, targets: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """The gradient of ``(row_cross_entropy(rows, targets) * grad).sum()`` w.r.t. ``rows``: ``(softmax - onehot) * grad``."""
-    grad = grad.masked_fill(targets == IGNORE_INDEX, 0.0)
+    grad = grad.to(_compute_dtype(rows.dtype)).masked_fill(targets == IGNORE_INDEX, 0.0)
     out = torch.empty_like(rows, memory_format=torch.contiguous_format)
     for x, t, g, o in zip(rows.split(PIECE_ROWS), targets.split(PIECE_ROWS), grad.split(PIECE_ROWS), out.split(PIECE_ROWS)):
         p = torch.softmax(x, dim=-1, dtype=grad.dtype)
