@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mumo_ds.eval.music_metrics import AudioClassifier, EncodecEmbedder, kl_divergence, music_fd, music_kl
+from mumo_ds.eval.music_metrics import (
+    AudioClassifier,
+    EncodecEmbedder,
+    classifier_metrics,
+    kl_divergence,
+    music_fd,
+    music_kl,
+)
 
 
 def tiny_audio_classifier(path, problem_type=None):
@@ -87,6 +94,22 @@ def test_audio_classifier_probs_kl_and_fd(tmp_path):
     same, other = np.linalg.norm(resampled - emb), np.linalg.norm(clf(clips[1], 16000) - emb)
     assert same < other / 2  # the 8 kHz 220 Hz tone lands near the 16 kHz one, far from 440 Hz
     assert music_kl(low, low, 8000, clf) == 0.0
+
+
+def test_classifier_metrics_equal_kl_and_fd_from_one_pass_per_clip(tmp_path):
+    tiny_audio_classifier(tmp_path / "ast")
+    clf = AudioClassifier(str(tmp_path / "ast"))
+    rng = np.random.default_rng(0)
+    clips = [tone(f) for f in (220, 440, 880)]
+    noise = [rng.normal(scale=0.5, size=16000).astype(np.float32) for _ in clips]
+    separate = {"kl": music_kl(noise, clips, 16000, clf), "fd_classifier": music_fd(noise, clips, 16000, clf)}
+    calls = []
+    clf.model.register_forward_hook(lambda *_: calls.append(1))
+    together = classifier_metrics(noise, clips, 16000, clf)
+    assert together == pytest.approx(separate, rel=1e-12) and together["kl"] > 0
+    assert len(calls) == 2 * 2 * len(clips)  # each clip's two windows, once: the metrics share the pass
+    with pytest.raises(ValueError, match="pairs clips"):
+        classifier_metrics(noise[:2], clips, 16000, clf)
 
 
 def test_audio_classifier_multi_label(tmp_path):

@@ -32,7 +32,7 @@ from ..modeling.generation import TASKS
 from ..modeling.text import tokenize_captions
 from ..viz.plots import plot_metric
 from .motion_metrics import beat_align_score, motion_beats, motion_metrics, music_beats
-from .music_metrics import AudioClassifier, EncodecEmbedder, music_fd, music_kl
+from .music_metrics import AudioClassifier, EncodecEmbedder, classifier_metrics, music_fd
 
 LOWER_IS_BETTER = ("fid", "fd", "kl")
 
@@ -172,8 +172,7 @@ def evaluate_checkpoint(model, args, batches: list[dict], decoders: Decoders) ->
         rate = decoders.codec.info.sample_rate
         result["fd_encodec"] = music_fd(gen, ref, rate, decoders.embed)
         if decoders.classifier is not None:
-            result["kl"] = music_kl(gen, ref, rate, decoders.classifier)
-            result["fd_classifier"] = music_fd(gen, ref, rate, decoders.classifier)
+            result.update(classifier_metrics(gen, ref, rate, decoders.classifier))
     return result
 
 

@@ -104,16 +104,19 @@ class AudioClassifier:
             hidden.append(out.hidden_states[-1][0].float().mean(0))  # [tokens, D] -> [D]
         return self.torch.stack(logits), self.torch.stack(hidden)  # [W, C], [W, D]
 
+    def analyse(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """One pass of the model over a waveform [N]: (:meth:`probs`, embeddings as :meth:`__call__` gives them)."""
+        logits, hidden = self._forward(audio, sample_rate)
+        p = logits.sigmoid() if self.multi_label else logits.softmax(-1)  # [W, C]
+        return p.mean(0).cpu().double().numpy(), hidden.cpu().numpy()
+
     def probs(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Label probabilities [C] of one waveform [N] (mean over windows)."""
-        logits, _ = self._forward(audio, sample_rate)
-        p = logits.sigmoid() if self.multi_label else logits.softmax(-1)  # [W, C]
-        return p.mean(0).cpu().double().numpy()
+        return self.analyse(audio, sample_rate)[0]
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Embeddings [windows, D] of one waveform [N]: last hidden layer, mean over tokens."""
-        _, hidden = self._forward(audio, sample_rate)
-        return hidden.cpu().numpy()
+        return self.analyse(audio, sample_rate)[1]
 
 
 def music_fd(generated: list[np.ndarray], reference: list[np.ndarray], sample_rate: int, embed: Embedder) -> float:
@@ -137,11 +140,28 @@ def kl_divergence(reference_probs: np.ndarray, generated_probs: np.ndarray, eps:
     return float((p * np.log(p / q)).sum(-1).mean())
 
 
+def _check_pairs(generated: list[np.ndarray], reference: list[np.ndarray]) -> None:
+    if len(generated) != len(reference):
+        raise ValueError(f"the KL pairs clips: {len(generated)} generated vs {len(reference)} reference")
+
+
 def music_kl(generated: list[np.ndarray], reference: list[np.ndarray], sample_rate: int,
              classifier: AudioClassifier) -> float:
     """Mean KL(reference || generated) of the classifier's label distributions over paired clips."""
-    if len(generated) != len(reference):
-        raise ValueError(f"music_kl pairs clips: {len(generated)} generated vs {len(reference)} reference")
+    _check_pairs(generated, reference)
     gen = np.stack([classifier.probs(a, sample_rate) for a in generated])  # [N, C]
     ref = np.stack([classifier.probs(a, sample_rate) for a in reference])
     return kl_divergence(ref, gen)
+
+
+def classifier_metrics(generated: list[np.ndarray], reference: list[np.ndarray], sample_rate: int,
+                       classifier: AudioClassifier) -> dict[str, float]:
+    """``kl`` (:func:`music_kl`) and ``fd_classifier`` (:func:`music_fd` with the classifier's embeddings)
+    from one pass of the classifier over each clip, instead of one per metric."""
+    _check_pairs(generated, reference)
+    gen = [classifier.analyse(a, sample_rate) for a in generated]
+    ref = [classifier.analyse(a, sample_rate) for a in reference]
+    return {
+        "kl": kl_divergence(np.stack([p for p, _ in ref]), np.stack([p for p, _ in gen])),
+        "fd_classifier": frechet_distance(np.concatenate([e for _, e in gen]), np.concatenate([e for _, e in ref])),
+    }
