@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import AutoModel
 
-from .data import CodesLoader
+from .data import CodesLoader, expect_for
 from .modeling.generation import TASKS
 from .modeling.text import load_tokenizer, tokenize_captions
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def first_val_sample(data_dir: str, streams: tuple[str, ...], frames: int, cfg) -> dict[str, torch.Tensor]:
     loader = CodesLoader(
         data_dir, "val", batch_size=1, crop_frames=frames, streams=streams, shuffle=False, kinds=(streams,),
-        expect=dict(num_codebooks=cfg.num_codebooks, codebook_size=cfg.codebook_size, frame_rate=cfg.frame_rate),
+        expect=expect_for(cfg),
     )
     batch = next(iter(loader))
     return {m: batch[f"{m}_codes"][..., : int(batch[f"{m}_mask"][0].sum())] for m in streams}

@@ -355,3 +355,29 @@ def test_sample_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         make_sample_main(["--help"])
     assert exit_info.value.code == 0 and "--samples-per-shard" in capsys.readouterr().out
+
+
+def test_generate_and_eval_check_the_model_format_and_codec_names(tmp_path):
+    """Training, mumo-generate and mumo-eval read data through the same ``expect_for(model config)``, so
+    codes from another codec are refused everywhere, not only in training."""
+    from types import SimpleNamespace
+
+    from mumo_ds.data import expect_for
+    from mumo_ds.data.loader import EXPECT_KEYS
+    from mumo_ds.eval.evaluate import conditions
+    from mumo_ds.generate_cli import first_val_sample
+    from mumo_ds.modeling import MuMoConfig
+
+    with writer(tmp_path, split="val") as w:
+        w.write("v", music=codes(30), motion=codes(30, 7), meta={"captions": {"music": "a", "motion": "b"}})
+    config = MuMoConfig.from_preset("tiny", music_codec="test-codec", motion_tokenizer="test-motion")
+    assert set(expect_for(config)) == set(EXPECT_KEYS)
+    args = SimpleNamespace(task="music2motion", data=str(tmp_path), batch_size=1, seconds=0.2, num_samples=1)
+    assert first_val_sample(str(tmp_path), ("music",), 10, config)["music"].shape == (1, 4, 10)
+    assert len(conditions(args, config)) == 1
+    for field, value in (("music_codec", "encodec_32khz"), ("motion_tokenizer", "other-vqvae"), ("frame_rate", 30)):
+        wrong = MuMoConfig.from_preset("tiny", **{**expect_for(config), field: value})
+        with pytest.raises(ManifestError, match="mismatch"):
+            first_val_sample(str(tmp_path), ("music",), 10, wrong)
+        with pytest.raises(ManifestError, match="mismatch"):
+            conditions(args, wrong)

@@ -4,12 +4,13 @@
 - ``validate``: per-sample checks shared by writer and loader.
 - ``writer``: ``ShardWriter`` (validated, atomic shards + manifest).
 - ``decode`` / ``collate``: raw tar sample -> ``Sample`` -> batch dict.
-- ``loader``: ``CodesLoader`` (deterministic, resumable, rank-split, bad-sample tolerant).
+- ``loader``: ``CodesLoader`` (deterministic, resumable, rank-split, bad-sample tolerant), and
+  ``expect_for(model_config)``, the format a model checks its data against.
 - ``sample_codes`` / ``sample``: placeholder tokenizers and the bundled sample shards.
 """
 
 from .format import FORMAT_VERSION, MODALITIES, Manifest, ManifestError, check_compatible
-from .loader import CodesLoader, DataError, LoaderStats
+from .loader import CodesLoader, DataError, LoaderStats, expect_for
 from .validate import CodesError
 from .writer import ShardWriter
 
@@ -24,4 +25,5 @@ __all__ = [
     "ManifestError",
     "ShardWriter",
     "check_compatible",
+    "expect_for",
 ]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import CodesLoader
+from ..data import CodesLoader, expect_for
 from ..modeling import MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.generation import TASKS
 from ..modeling.text import tokenize_captions
@@ -117,7 +117,7 @@ def conditions(args, cfg) -> list[dict]:
     loader = CodesLoader(
         args.data, "val", batch_size=args.batch_size, crop_frames=round(args.seconds * cfg.frame_rate),
         streams=streams, shuffle=False, kinds=(streams,),
-        expect=dict(num_codebooks=cfg.num_codebooks, codebook_size=cfg.codebook_size, frame_rate=cfg.frame_rate),
+        expect=expect_for(cfg),
     )
     batches = []
     for batch in loader:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..data import Manifest
+from ..data import Manifest, expect_for
 from ..data.mixing import MixedLoader
 from ..modeling import MODALITIES, MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.text import load_tokenizer, tokenize_captions
@@ -135,10 +135,7 @@ def make_loader(cfg: TrainConfig, stage: Stage, mc: MuMoConfig, split: str, batc
     return MixedLoader(
         cfg.data, split, mix=stage.mix, batch_size=batch_size, crop_frames=cfg.crop_frames, streams=stage.streams,
         rank=rank, world_size=world_size, seed=cfg.seed, shuffle=cfg.shuffle and split == "train",
-        expect=dict(
-            num_codebooks=mc.num_codebooks, codebook_size=mc.codebook_size, frame_rate=mc.frame_rate,
-            music_codec=mc.music_codec, motion_tokenizer=mc.motion_tokenizer,
-        ),
+        expect=expect_for(mc),
     )
 
 
