@@ -36,12 +36,12 @@ from .writer import file_sha256
 log = logging.getLogger(__name__)
 
 EXPECT_KEYS = ("num_codebooks", "codebook_size", "frame_rate", "music_codec", "motion_tokenizer")
+MIN_SAMPLES_FOR_BAD_FRACTION = 20
 
 
 def expect_for(config) -> dict:
     """``expect=`` for a model config (a ``MuMoConfig``): the code format the model was built for."""
     return {key: getattr(config, key) for key in EXPECT_KEYS}
-MIN_SAMPLES_FOR_BAD_FRACTION = 20
 
 
 class DataError(RuntimeError):

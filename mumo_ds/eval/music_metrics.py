@@ -4,7 +4,8 @@ The embedding model is pluggable: any callable ``embed(audio [N] float, sample_r
 The built-in default, :class:`EncodecEmbedder`, uses the EnCodec encoder's continuous latents
 (before quantisation) and works offline from a local codec folder. :class:`AudioClassifier` wraps
 any local ``transformers`` audio-classification folder (e.g. an AST fine-tuned on AudioSet): it
-gives label probabilities for the KL (:func:`music_kl`) and is an embedder for :func:`music_fd`.
+gives label probabilities for the KL (:func:`music_kl`) and is an embedder for :func:`music_fd`;
+:func:`classifier_metrics` computes both from one pass of the classifier over each clip.
 As for FAD, the frame embeddings of all clips of a set are pooled before fitting the Gaussian.
 """
 
