@@ -53,12 +53,6 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    return statistics.median(seconds(fn) for _ in range(repeats))
-
-
 def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds of each function in each of ``repeats`` rounds, the functions run in alternation so that
     machine noise hits all alike. Summarise with :func:`medians` and :func:`paired_ratio`."""

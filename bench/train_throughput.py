@@ -96,7 +96,7 @@ def music_flops_per_frame(model, frames: int) -> float:
     and anything of motion excluded), plus attention."""
     used = sum(q.numel() for n, q in model.named_parameters()
                if not n.startswith(("embeddings.", "text_encoder.", "model.decoder.embed_tokens")) and "motion" not in n)
-    return training_flops_per_token(used, 6, 512, frames)
+    return training_flops_per_token(used, MATCHED["num_hidden_layers"], MATCHED["hidden_size"], frames)
 
 
 def main() -> None:
