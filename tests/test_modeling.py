@@ -13,6 +13,7 @@ from mumo_ds.modeling.attention import (
     ATTENTION_FUNCTIONS,
     FrameCausal,
     MuMoAttention,
+    causal_path_skips_masked_keys,
     eager_attention,
     frame_causal_mask,
 )
@@ -153,6 +154,28 @@ def test_attn_implementation_switches_every_layer_and_keeps_the_loss(tiny_model,
     model.config._attn_implementation = "flex_attention"  # HF itself refuses it in set_attn_implementation
     with pytest.raises(ValueError, match="MuMo has no attn_implementation='flex_attention'; use one of"):
         model(**batch)
+
+
+def test_one_stream_is_chunked_where_the_kernels_causal_path_would_compute_the_masked_half(tiny_model, monkeypatch):
+    """SDPA's CPU kernel skips whole 512-key blocks only: a shorter stream is chunked, a longer one runs is_causal;
+    the eager kernel is always chunked; SDPA on GPU always runs is_causal."""
+    assert not causal_path_skips_masked_keys("sdpa", "cpu", 512) and causal_path_skips_masked_keys("sdpa", "cpu", 513)
+    assert not causal_path_skips_masked_keys(None, "cpu", 100)  # a config no model has resolved yet: SDPA
+    assert causal_path_skips_masked_keys("sdpa", "cuda", 100) and not causal_path_skips_masked_keys("eager", "cuda", 4096)
+    seen = []
+
+    def spy(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
+        if k.shape[-2] > 1:  # self-attention (without a caption, cross-attention has one key)
+            seen.append((is_causal, attn_mask is not None))
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+
+    monkeypatch.setitem(ATTENTION_FUNCTIONS, "sdpa", spy)
+    layers = tiny_model.config.num_hidden_layers
+    for frames, expected in ((509, (False, True)), (510, (True, False))):  # 512 and 513 delayed positions
+        seen.clear()
+        with torch.no_grad():
+            tiny_model(music_codes=random_codes(1, frames, seed=0))
+        assert seen == [expected] * (layers * (4 if expected[1] else 1))  # 4 time chunks, or one causal call
 
 
 def test_config_presets_are_explicit():

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import PreTrainedModel, T5Config, T5EncoderModel
 from transformers.utils import ModelOutput
 
-from .attention import FrameCausal, KVCache, MuMoAttention
+from .attention import FrameCausal, KVCache, MuMoAttention, causal_path_skips_masked_keys
 from .captioning import CaptionDecoder, bidirectional_stream_mask
 from .configuration_mumo import MuMoConfig
 from .delay_pattern import build_delay_pattern, delayed_frame_mask
@@ -289,8 +289,10 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
             streams = bidirectional_stream_mask(lengths, self.config.caption_cross_stream, device)
             self_mask = keys if streams is None else keys & streams
         else:
-            # chunked unless one stream meets a kernel that skips the masked half itself (SDPA's is_causal)
-            chunked = len(lengths) > 1 or self.config._attn_implementation == "eager"
+            # chunked unless one stream meets a kernel that skips the masked half itself
+            chunked = len(lengths) > 1 or not causal_path_skips_masked_keys(
+                self.config._attn_implementation, device, lengths[0]
+            )
             self_mask = FrameCausal(lengths, device) if chunked else None  # None: is_causal
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
