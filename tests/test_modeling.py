@@ -67,6 +67,19 @@ def test_chunked_frame_causal_attention_equals_the_dense_mask(lengths, implement
         assert torch.allclose(g, r, rtol=0, atol=1e-10)
 
 
+def test_self_attention_projects_q_k_v_in_one_gemm_as_the_three_linears_would():
+    torch.manual_seed(0)
+    attn = MuMoAttention(MuMoConfig.from_preset("tiny", hidden_size=24, num_attention_heads=3)).double()
+    x = torch.randn(2, 9, 24, dtype=torch.float64, requires_grad=True)
+    got = attn.project_qkv(x)
+    ref = tuple(attn._heads(proj(x)) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    assert all(torch.allclose(g, r, rtol=0, atol=1e-13) for g, r in zip(got, ref))
+    params = (x, *attn.stacked_weights())
+    loss = lambda qkv: sum((t * (i + 1)).sin().sum() for i, t in enumerate(qkv))  # noqa: E731
+    for g, r in zip(torch.autograd.grad(loss(got), params), torch.autograd.grad(loss(ref), params)):
+        assert torch.allclose(g, r, rtol=0, atol=1e-12)
+
+
 def test_chunked_eager_attention_under_bf16_autocast_matches_the_dense_mask():
     """The eager kernel's one-node chunk plan (its own backward) in the dtype CPU training uses."""
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import deepspeed
 import torch
 from torch import nn
 
-from ..modeling.attention import fastest_attn_implementation
+from ..modeling.attention import MuMoAttention, fastest_attn_implementation
 from .config import TrainConfig
 
 KNOWN_KEYS = {
@@ -133,6 +133,10 @@ def build_engine(model: nn.Module, ds_config: dict):
     """``deepspeed.initialize`` over the trainable parameters only; returns (engine, scheduler)."""
     wd = ds_config.get("optimizer", {}).get("params", {}).get("weight_decay", 0.0)
     groups = [g for g in param_groups(model, wd) if g["params"]]
+    for module in model.modules():  # ZeRO-3 gathers these with the module whose forward reads them
+        if isinstance(module, MuMoAttention):
+            for weight in module.stacked_weights():
+                deepspeed.zero.register_external_parameter(module, weight)
     engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
     if engine.zero_optimization_stage() == 0 and engine.dp_world_size == 1:
         # One data-parallel rank has nothing to average: skip the flatten / all-reduce / copy-back of
