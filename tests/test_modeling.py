@@ -80,6 +80,19 @@ def test_self_attention_projects_q_k_v_in_one_gemm_as_the_three_linears_would():
         assert torch.allclose(g, r, rtol=0, atol=1e-12)
 
 
+def test_the_stacked_q_k_v_gemm_runs_when_gradients_are_recorded_only(tiny_model, monkeypatch):
+    """It pays off through its backward; at every decoding step stacking the weights would cost more than it saves."""
+    calls = []
+    stacked = MuMoAttention.project_qkv
+    monkeypatch.setattr(MuMoAttention, "project_qkv", lambda self, x: calls.append(1) or stacked(self, x))
+    batch = dict(music_codes=random_codes(1, 20, seed=0))
+    with torch.no_grad():
+        reference = tiny_model(**batch).loss
+    assert not calls
+    loss = tiny_model(**batch).loss
+    assert len(calls) == tiny_model.config.num_hidden_layers and torch.allclose(loss, reference, rtol=1e-6)
+
+
 def test_chunked_eager_attention_under_bf16_autocast_matches_the_dense_mask():
     """The eager kernel's one-node chunk plan (its own backward) in the dtype CPU training uses."""
     torch.manual_seed(0)
