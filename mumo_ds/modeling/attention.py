@@ -99,6 +99,11 @@ def fastest_attn_implementation(device, dtype: torch.dtype) -> str:
     return "eager" if torch.device(device).type == "cpu" and low_precision else "sdpa"
 
 
+def implementation_name(implementation: str | None) -> str:
+    """``config._attn_implementation``, None (a config no model has resolved yet) read as HF's default "sdpa"."""
+    return implementation or "sdpa"
+
+
 CPU_FLASH_KEY_BLOCK = 512  # keys per block of torch's CPU flash-attention kernel (for 512 keys or more)
 
 
@@ -111,15 +116,15 @@ def causal_path_skips_masked_keys(implementation: str | None, device, length: in
     positions takes 0.8x the time of ``is_causal`` for the attention's forward + backward in fp32
     (measured: 0.79x at 512, 0.91x at 600, 1.0x at 800, 1.1x at 1000 positions). The eager kernel
     computes every score, so it is always chunked."""
-    if (implementation or "sdpa") != "sdpa":
+    if implementation_name(implementation) != "sdpa":
         return False
     return torch.device(device).type != "cpu" or length > CPU_FLASH_KEY_BLOCK
 
 
 def attention_function(implementation: str):
-    """The kernel for ``config._attn_implementation`` (None, a config no model has resolved yet, is
-    HF's default "sdpa"); a clear error for one MuMo does not have."""
-    implementation = implementation or "sdpa"
+    """The kernel for ``config._attn_implementation`` (see :func:`implementation_name`); a clear error for
+    one MuMo does not have."""
+    implementation = implementation_name(implementation)
     if implementation not in ATTENTION_FUNCTIONS:
         raise ValueError(
             f"MuMo has no attn_implementation={implementation!r}; use one of {sorted(ATTENTION_FUNCTIONS)}"
