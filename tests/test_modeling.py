@@ -18,6 +18,7 @@ from mumo_ds.modeling.attention import (
     frame_causal_mask,
 )
 from mumo_ds.modeling.delay_pattern import delayed_frame_mask
+from mumo_ds.modeling.generation import generate
 from tests.conftest import random_codes
 
 
@@ -281,6 +282,27 @@ def test_losses_are_per_codebook_and_weighted(tiny_model, captions):
     padded = tiny_model(music_codes=music, music_mask=mask, **captions)
     short = tiny_model(music_codes=music[:, :, :6], **captions)
     assert torch.allclose(padded.music_loss, short.music_loss, atol=1e-6)
+
+
+def test_under_autocast_every_layer_carries_the_residual_stream_in_the_autocast_dtype(tiny_model, captions):
+    """As with bf16 weights: no layer sees fp32 activations under bf16 autocast, in the teacher-forced forward
+    and in cached decoding alike; the weights and their gradients stay fp32, and without autocast all is fp32."""
+    seen = []
+    for module in (*tiny_model.layers, tiny_model.norm):
+        module.register_forward_pre_hook(lambda _, args: seen.append(args[0].dtype))
+    batch = dict(music_codes=random_codes(2, 12, seed=0), motion_codes=random_codes(2, 12, seed=1), **captions)
+    reference = tiny_model(**batch).loss
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = tiny_model(**batch).loss
+        text = {m: (captions[f"{m}_caption_ids"], captions[f"{m}_caption_mask"]) for m in ("music", "motion")}
+        generate(tiny_model, 3, {"music": None, "motion": None}, text, batch_size=2)
+    n = tiny_model.config.num_hidden_layers + 1
+    assert set(seen) == {torch.bfloat16} and len(seen) == n * (1 + 3 + 3)  # the forward, then 3 frames + 3 delay steps
+    loss.backward()
+    assert tiny_model.embeddings["music"].table.weight.grad.dtype == torch.float32
+    assert torch.allclose(loss.float(), reference, rtol=0.02)
 
 
 def test_bad_codes_are_refused_with_the_field_named(tiny_model):

@@ -265,6 +265,20 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         """
         return {m: self.heads[m](h) for m, h in self.backbone(inputs, text).items()}
 
+    def embed(self, inputs: dict[str, torch.Tensor], order: list[str], positions: torch.Tensor) -> torch.Tensor:
+        """The residual stream at the first layer: each stream's summed codebook embeddings plus its sinusoidal
+        positions (``positions[:S_m]``), concatenated in ``order`` -> [B, sum S_m, D].
+
+        Under autocast the stream is carried in the autocast dtype: every layer then runs in that dtype end to
+        end (no cast after each LayerNorm, no mixed-dtype residual add), as it does when the weights themselves
+        are bf16 (DeepSpeed ``bf16``, the way train.py trains in bf16). Weights and optimizer state stay fp32.
+        """
+        hidden = torch.cat(
+            [self.embeddings[m](inputs[m]) + positions[: inputs[m].shape[-1]].to(self.dtype) for m in order], dim=1
+        )
+        device = hidden.device.type
+        return hidden.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else hidden
+
     def backbone(
         self, inputs: dict[str, torch.Tensor], text: TextStates, caption_keys: dict[str, torch.Tensor] | None = None
     ) -> dict[str, torch.Tensor]:
@@ -278,10 +292,7 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         segments = [(m, inputs[m].shape[-1]) for m in order]
         device = inputs[order[0]].device
         positions = sinusoidal_positions(max(n for _, n in segments), self.config.hidden_size, device)
-        hidden = torch.cat(
-            [self.embeddings[m](inputs[m]) + positions[: inputs[m].shape[-1]].to(self.dtype) for m in order], dim=1
-        )  # [B, sum S_m, D]
-        hidden = self.dropout(hidden)
+        hidden = self.dropout(self.embed(inputs, order, positions))
         captioning = caption_keys is not None
         lengths = [n for _, n in segments]
         if captioning:
@@ -339,8 +350,8 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         """
         order = [m for m in self.config.modalities if m in inputs]
         segments = [(m, 1) for m in order]
-        pos = sinusoidal_positions(1, self.config.hidden_size, cache.keys.device, offset=position).to(self.dtype)
-        hidden = torch.cat([self.embeddings[m](inputs[m]) + pos for m in order], dim=1)  # [B, n_streams, D]
+        pos = sinusoidal_positions(1, self.config.hidden_size, cache.keys.device, offset=position)
+        hidden = self.embed(inputs, order, pos)  # [B, n_streams, D]
         for i, layer in enumerate(self.layers):
             hidden = layer(hidden, segments, None, text, cache=(cache, i), cross_kv=cross_kv[i])
         cache.advance(len(order))
