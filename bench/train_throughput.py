@@ -14,7 +14,8 @@ over rounds of the ratio within a round, see bench/common.py). Prints one JSON o
   music-only frames/s (target >= 0.9);
 - ``mfu``: 6 x non-embedding params x frames/s (plus attention) over the GEMM peak measured in the same
   run (target >= 0.75 in bf16), and the same for MusicGen.
-Both models get the same caption (a 16-token encoder output) for cross-attention, and fused AdamW.
+Both models get the same caption (a 16-token encoder output) for cross-attention, and fused AdamW. Under bf16
+autocast MuMo carries its residual stream in bf16 (``MuMoForConditionalGeneration.embed``), MusicGen in fp32.
 MuMo runs the attention kernel train.py picks for the device and dtype (``--attn-implementation auto``:
 eager matmuls + softmax for bf16 on CPU, SDPA elsewhere); MusicGen runs HF's default (SDPA), and, as
 ``musicgen_eager`` where the kernels differ, with ``attn_implementation="eager"`` too
