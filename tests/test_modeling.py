@@ -19,6 +19,7 @@ from mumo_ds.modeling.attention import (
 )
 from mumo_ds.modeling.delay_pattern import delayed_frame_mask
 from mumo_ds.modeling.generation import generate
+from mumo_ds.modeling.moe import split_segments
 from tests.conftest import random_codes
 
 
@@ -233,6 +234,14 @@ def test_changing_a_future_frame_never_changes_earlier_logits(tiny_model, captio
         other = [m for m in streams if m != target]
         if other:
             assert not torch.equal(getattr(base, f"{other[0]}_logits"), getattr(out, f"{other[0]}_logits"))
+
+
+def test_segments_split_the_streams_and_must_cover_the_input():
+    x = torch.arange(12.0).view(1, 6, 2)
+    music, motion = split_segments(x, [("music", 4), ("motion", 2)])
+    assert torch.equal(music, x[:, :4]) and torch.equal(motion, x[:, 4:])
+    with pytest.raises(ValueError, match=r"segments \[\('music', 5\)\] cover 5 positions, the input has 6"):
+        split_segments(x, [("music", 5)])
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from .configuration_mumo import MuMoConfig
 from .delay_pattern import build_delay_pattern, delayed_frame_mask
 from .generation import generate
 from .losses import IGNORE_INDEX, codebook_cross_entropy
-from .moe import FeedForward, ModalityExpertFFN, Segments
+from .moe import FeedForward, ModalityExpertFFN, Segments, split_segments
 
 TextStates = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (states [B,Lc,D], key mask [B,1,1,Lc])
 
@@ -114,14 +114,11 @@ class MuMoDecoderLayer(nn.Module):
         hidden = hidden + self.dropout(attn(x, attn_mask=self_mask, is_causal=causal, cache=cache))
 
         x = self.encoder_attn_layer_norm(hidden)
-        parts, start = [], 0
-        for modality, length in segments:  # each stream attends its own caption
+        parts = []
+        for (modality, _), part in zip(segments, split_segments(x, segments)):  # each stream attends its own caption
             states, key_mask = text[modality]
             kv = cross_kv[modality] if cross_kv is not None else None
-            parts.append(
-                self.encoder_attn(x[:, start : start + length], key_value_states=states, attn_mask=key_mask, kv=kv)
-            )
-            start += length
+            parts.append(self.encoder_attn(part, key_value_states=states, attn_mask=key_mask, kv=kv))
         hidden = hidden + self.dropout(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
 
         return hidden + self.dropout(self.ffn(hidden, segments))
@@ -313,11 +310,7 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
             else:
                 hidden = layer(hidden, segments, self_mask, text, captioning=captioning)
         hidden = self.norm(hidden)
-        out, start = {}, 0
-        for m, length in segments:
-            out[m] = hidden[:, start : start + length]
-            start += length
-        return out
+        return {m: part for (m, _), part in zip(segments, split_segments(hidden, segments))}
 
     def new_cache(self, batch: int, max_positions: int) -> KVCache:
         """An empty self-attention cache for ``max_positions`` positions (all streams together)."""

@@ -14,6 +14,15 @@ from transformers.activations import ACT2FN
 Segments = list[tuple[str, int]]  # (modality, length) of each contiguous slice, in sequence order
 
 
+def split_segments(x: torch.Tensor, segments: Segments) -> tuple[torch.Tensor, ...]:
+    """``x`` [B, L, ...] -> one view per segment [B, L_m, ...]. A split, not slices: its backward is one
+    concatenation, where each slice's would zero-fill an input-sized gradient and the slices' be summed."""
+    lengths = [length for _, length in segments]
+    if sum(lengths) != x.shape[1]:
+        raise ValueError(f"segments {segments} cover {sum(lengths)} positions, the input has {x.shape[1]}")
+    return x.split(lengths, dim=1)
+
+
 class FeedForward(nn.Module):
     """Pre-norm MLP: LayerNorm -> Linear -> activation -> Linear (MusicGen's FFN with its norm)."""
 
@@ -55,11 +64,7 @@ class ModalityExpertFFN(nn.Module):
         self.experts = nn.ModuleDict(experts)
 
     def forward(self, x: torch.Tensor, segments: Segments) -> torch.Tensor:
-        lengths = [length for _, length in segments]
-        if sum(lengths) != x.shape[1]:
-            raise ValueError(f"segments {segments} cover {sum(lengths)} positions, the input has {x.shape[1]}")
-        # split (not slicing): its backward is one concatenation, not a zero-filled input-sized tensor per slice
-        outputs = [self.experts[m](part) for (m, _), part in zip(segments, x.split(lengths, dim=1))]  # [B, L_m, D]
+        outputs = [self.experts[m](part) for (m, _), part in zip(segments, split_segments(x, segments))]  # [B, L_m, D]
         out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
         ghost = self.ghost_forward(x, {m for m, _ in segments})
         return out if isinstance(ghost, float) else out + ghost  # no extra pass over the output when no ghost
