@@ -95,9 +95,9 @@ def test_compiled_training_matches_eager(sample_data, tmp_path):  # noqa: F811
 def test_activation_checkpointing_gives_the_same_losses(sample_data, tmp_path):  # noqa: F811
     # ZeRO-3 on 2 ranks: the recompute must gather each layer's parameters again, the stacked q/k/v weights
     # that self-attention reads from its children included (registered as its external parameters)
+    zero3 = [arg.replace("zero2.json", "zero3.json") for arg in COMMON]
     runs = {}
     for flag in ("--no-activation-checkpointing", "--activation-checkpointing"):
-        zero3 = [arg.replace("zero2.json", "zero3.json") for arg in COMMON]
         proc = torchrun(2, *zero3, "--data", str(sample_data), "--runs-root", str(tmp_path / flag), "--max-steps", "3",
                         "--no-shuffle", flag)
         assert proc.returncode == 0, proc.stderr[-4000:]
