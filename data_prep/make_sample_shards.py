@@ -4,7 +4,7 @@
 
 Replaces the train and val splits in ``--out`` (other splits in its manifest are kept).
 See ``mumo_ds.data.sample`` for what the samples are and ``mumo_ds.data.sample_codes``
-for the placeholder tokenizers.
+for its weightless stand-in tokenizers.
 """
 
 from __future__ import annotations

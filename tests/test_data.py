@@ -333,7 +333,7 @@ def test_sample_builder_writes_valid_shards(tmp_path):
     train, val = manifest.splits["train"], manifest.splits["val"]
     assert (train.num_samples, len(train.shards), train.counts) == (160, 20, {"paired": 80, "music": 40, "motion": 40})
     assert (val.num_samples, len(val.shards), val.counts) == (40, 5, {"paired": 20, "music": 10, "motion": 10})
-    assert manifest.codec["name"] == "synthetic-v1" and manifest.motion_tokenizer["name"] == "sample-lsh-v1"
+    assert manifest.codec["name"] == "synthetic-v1" and manifest.motion_tokenizer["name"] == "sample-lsh-v2"
     for split in ("train", "val"):
         loader = CodesLoader(tmp_path, split, batch_size=1, crop_frames=200, expect=EXPECT, verify=True)
         n = manifest.splits[split].num_samples
@@ -350,6 +350,28 @@ def test_sample_builder_writes_valid_shards(tmp_path):
     again = build_sample_shards(tmp_path / "again")
     assert [s.sha256 for s in again.splits["train"].shards] == [s.sha256 for s in train.shards]
 
+
+
+def test_sample_motion_codes_are_what_prep_makes_of_the_clip():
+    """The sample shards and build_shards with ``--motion-tokenizer sample-lsh`` tokenize motion alike: resampled
+    60 -> 50 fps keeping the motion (not by interpolating velocities), then normalised."""
+    from mumo_ds.data.pairing import Record, make_sample
+    from mumo_ds.data.prep_motion import LSHMotionTokenizer, load_stats
+    from mumo_ds.data.sample import CLIP_FPS, CLIP_NAME, SAMPLE_MOTION_DIR, load_clip_codes
+    from mumo_ds.data.sample_codes import lsh_codes
+    from mumo_ds.tokenizers.motion_features import resample_features, resample_features_naive
+
+    clip = SAMPLE_MOTION_DIR / f"{CLIP_NAME}.npy"
+    mean, std = load_stats(SAMPLE_MOTION_DIR / "Mean.npy", SAMPLE_MOTION_DIR / "Std.npy")
+    want = lsh_codes((resample_features(np.load(clip), CLIP_FPS, 50) - mean) / std)
+    naive = lsh_codes((resample_features_naive(np.load(clip), CLIP_FPS, 50) - mean) / std)
+    assert want.shape == (4, 719 * 50 // 60) and (want != naive).mean() > 0.05  # the resampler shows in the codes
+    _, motion = load_clip_codes()
+    record = Record(index=0, line=1, id="clip", music=None, motion=str(clip), motion_fps=float(CLIP_FPS),
+                    captions={"motion": "waacking"})
+    prepped = make_sample(record, None, LSHMotionTokenizer(), mean, std)["motion"]
+    np.testing.assert_array_equal(motion, want)
+    np.testing.assert_array_equal(prepped, want)
 
 def test_sample_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_info:

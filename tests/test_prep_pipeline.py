@@ -1,6 +1,6 @@
 """Data prep at scale: pairing, deterministic resumable shards, rejects, merge, validation, Slurm script.
 
-One small input set (tiny random EnCodec, the sample clip's motion features, the placeholder
+One small input set (tiny random EnCodec, the sample clip's motion features, the weightless
 LSH motion tokenizer) holds good records of every kind and one record of each kind of bad input.
 """
 
@@ -22,9 +22,10 @@ from mumo_ds.data.pairing import Record, make_sample
 from mumo_ds.data.prep import MergeError, PrepSettings, merge, plan_shards, run_task
 from mumo_ds.data.prep_motion import LSHMotionTokenizer, load_stats
 from mumo_ds.data.sample import CLIP_NAME, SAMPLE_MOTION_DIR
-from mumo_ds.data.sample_codes import lsh_codes, resample_linear
+from mumo_ds.data.sample_codes import lsh_codes
 from mumo_ds.data.writer import npy_bytes, write_shard
 from mumo_ds.tokenizers.audio_io import load_mono
+from mumo_ds.tokenizers.motion_features import resample_features
 from mumo_ds.tokenizers.music_codec import MusicTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ def test_plan_is_deterministic_contiguous_and_strided_by_task():
 def test_build_writes_valid_shards_manifest_and_lists_every_bad_input(built, inputs):
     manifest = Manifest.load(built)
     assert manifest.codec == {"name": "encodec_32khz", "sample_rate": 32000, "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}
-    assert manifest.motion_tokenizer["name"] == "sample-lsh-v1"
+    assert manifest.motion_tokenizer["name"] == "sample-lsh-v2"
     train = manifest.splits["train"]
     # shards 1 and 2 hold only bad records, so they are not written
     assert [s.name for s in train.shards] == ["train-000000.tar", "train-000003.tar"]
@@ -160,8 +161,8 @@ def test_paired_streams_share_one_timeline(built, inputs):
     assert set(s) == {"p0", "m1", "n2", "p11"}
     p0 = s["p0"]
     # motion: 150 frames at 60 fps -> 125 at 50 fps, from frame round(0.3 * 50) = 15 -> 110 frames
-    motion50 = resample_linear((inputs["feats"] - inputs["mean"]) / inputs["std"], 60, 50)
-    np.testing.assert_array_equal(p0["motion.npy"], lsh_codes(motion50[15:]))
+    motion50 = resample_features(inputs["feats"], 60, 50)
+    np.testing.assert_array_equal(p0["motion.npy"], lsh_codes((motion50[15:] - inputs["mean"]) / inputs["std"]))
     # music: the audio from 0.5 s (the same instant), cut to the motion's 110 frames
     tok = inputs["music_tok"]
     audio = load_mono(inputs["root"] / "audio" / "a.wav", 32000)[16000 : 16000 + 110 * 640]
@@ -317,9 +318,6 @@ class MisbehavingTokenizer:
     name = "misbehaving"
     info = {"name": "misbehaving", "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}
 
-    def resample(self, feats, src_fps, dst_fps):
-        return resample_linear(feats, src_fps, dst_fps)
-
     def encode(self, feats):
         if feats.shape[0] == 150:
             raise RuntimeError("boom")
@@ -339,7 +337,7 @@ def test_tokenizer_bugs_and_bad_codes_are_rejected_and_the_run_goes_on(inputs, t
     rejects = {r["id"]: r for r in map(json.loads, (tmp_path / "out" / "rejects.jsonl").read_text().splitlines())}
     assert rejects["n50"]["reason"] == "error" and rejects["n50"]["message"] == "RuntimeError: boom"
     assert rejects["n60"]["reason"] == "range" and "motion.npy: values span 65543..65543" in rejects["n60"]["message"]
-    assert _samples(tmp_path / "out")["n30"]["motion.npy"].shape == (4, 249)
+    assert _samples(tmp_path / "out")["n30"]["motion.npy"].shape == (4, 250)  # 150 frames at 30 fps: 5 s at 50 fps
 
 
 def test_an_offset_between_motion_frames_moves_the_audio_cut_with_it(inputs):

@@ -6,7 +6,7 @@
 - ``decode`` / ``collate``: raw tar sample -> ``Sample`` -> batch dict.
 - ``loader``: ``CodesLoader`` (deterministic, resumable, rank-split, bad-sample tolerant), and
   ``expect_for(model_config)``, the format a model checks its data against.
-- ``sample_codes`` / ``sample``: placeholder tokenizers and the bundled sample shards.
+- ``sample_codes`` / ``sample``: the sample data's weightless tokenizers and its shards.
 """
 
 from .format import FORMAT_VERSION, MODALITIES, Manifest, ManifestError, check_compatible

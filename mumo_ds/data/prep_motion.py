@@ -7,8 +7,8 @@ A motion tokenizer is any object with::
     encode(feats)  # float32 [T, 263] normalised, at 50 frames/s -> int [num_codebooks, T]
     resample(feats, src_fps, dst_fps)           # optional: [T, 263] -> [T', 263]; default below
 
-Two are provided: ``LSHMotionTokenizer`` (the placeholder "sample-lsh-v1" of the sample
-data; no weights) and ``VQVAEMotionTokenizer`` (the motion VQ-VAE, imported lazily from
+Two are provided: ``LSHMotionTokenizer`` (the weightless "sample-lsh-v2" of the sample
+data, see ``sample_codes``) and ``VQVAEMotionTokenizer`` (the motion VQ-VAE, imported lazily from
 ``mumo_ds.tokenizers.motion_vqvae`` when first used). Tokenizers are pickled to worker
 processes, so heavy models must load on first use, not in ``__init__``.
 
@@ -26,7 +26,7 @@ import numpy as np
 from mumo_ds.tokenizers.motion_features import load_stats, resample_features  # noqa: F401  (load_stats: for the prep CLIs)
 from mumo_ds.tokenizers.motion_layout import FEATURE_DIM
 
-from .sample_codes import MOTION_TOKENIZER, lsh_codes, resample_linear
+from .sample_codes import MOTION_TOKENIZER, lsh_codes
 
 
 class InputError(ValueError):
@@ -73,20 +73,14 @@ def default_resample(feats: np.ndarray, src_fps: float, dst_fps: float) -> np.nd
 
 
 class LSHMotionTokenizer:
-    """The placeholder "sample-lsh-v1" tokenizer (seeded sign-bit projections, no weights).
-
-    Its ``resample`` is the sample data's linear interpolation, so prep output matches
-    ``data_prep.make_sample_shards``; use it for tests and smoke runs, not for training.
-    """
+    """The "sample-lsh-v2" tokenizer of ``data_prep.make_sample_shards`` (seeded sign-bit projections; no weights,
+    no decoder). Prep with it gives the sample shards' codes: use it for tests and smoke runs, not for training."""
 
     name = MOTION_TOKENIZER["name"]
     info = dict(MOTION_TOKENIZER)
 
     def encode(self, feats: np.ndarray) -> np.ndarray:
         return lsh_codes(feats)  # [T, 263] -> int16 [4, T]
-
-    def resample(self, feats: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
-        return resample_linear(feats, src_fps, dst_fps)
 
 
 class VQVAEMotionTokenizer:

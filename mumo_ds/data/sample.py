@@ -6,7 +6,7 @@ The sample set is one ~12 s AIST++ waacking clip (CC BY 4.0, see
 train frames: the set exercises the pipeline, it does not measure generalisation.
 Windows alternate kinds: i % 4 == 1 is music only, i % 4 == 3 motion only, the rest
 paired, so that every kind fills batches on every rank of a small 2-rank run.
-Codes come from the placeholder tokenizers in ``sample_codes``.
+Codes come from the weightless stand-in tokenizers in ``sample_codes``.
 """
 
 from __future__ import annotations

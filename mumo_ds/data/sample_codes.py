@@ -1,37 +1,31 @@
-"""Placeholder tokenizers for the bundled sample data, until the real ones exist.
+"""Tokenizers of the bundled sample data that need no weights.
 
-- Motion ("sample-lsh-v1"): normalise HumanML3D 263-d features with Mean/Std,
-  resample to 50 frames/s by linear interpolation of the *normalised* features,
-  then per codebook a fixed seeded random projection 263 -> 11 and its sign bits
-  form an 11-bit code 0..2047 (locality-sensitive hashing: similar poses share codes).
-  PLACEHOLDER: interpolating velocity channels without rescaling is the known
-  resampling bug (notes/motion_features.md); the real resampler and the motion
-  VQ-VAE are later issues.
+The sample clip has no audio, and no trained motion VQ-VAE or EnCodec weights ship with the
+repository (there is no model hub here), so the sample shards are tokenized by:
+
+- Motion ("sample-lsh-v2"): resample the HumanML3D 263-d features to 50 frames/s keeping the
+  motion (:func:`mumo_ds.tokenizers.motion_features.resample_features`), normalise with
+  Mean/Std, then per codebook a fixed seeded random projection 263 -> 11 whose sign bits form
+  an 11-bit code 0..2047 (locality-sensitive hashing: similar poses share codes). It has no
+  decoder; real data uses the motion VQ-VAE (``data_prep.train_motion_vqvae``).
 - Music ("synthetic-v1"): deterministic, learnable codes from a 120 bpm beat clock
   and the motion codes of the same frame (so the two streams are correlated).
+
+The shard format, loader and training are the real ones; only the codes are stand-ins.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-MOTION_TOKENIZER = {"name": "sample-lsh-v1", "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}
+from mumo_ds.tokenizers.motion_features import resample_features
+
+MOTION_TOKENIZER = {"name": "sample-lsh-v2", "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}
 MUSIC_CODEC = {"name": "synthetic-v1", "sample_rate": 32000, "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}
 LSH_BITS = 11  # 2**11 == 2048 codes
 LSH_SEED = 1234
 BEAT_FRAMES = 25  # 120 bpm at 50 frames/s
 BEATS_PER_BAR = 4
-
-
-def resample_linear(x: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
-    """[T_src, D] -> [T_dst, D] by linear interpolation at times 0, 1/dst_fps, ... <= (T_src-1)/src_fps."""
-    duration = (x.shape[0] - 1) / src_fps
-    t_dst = np.arange(int(np.floor(duration * dst_fps + 1e-9)) + 1) / dst_fps  # [T_dst] seconds
-    pos = t_dst * src_fps  # fractional source frame
-    lo = np.minimum(np.floor(pos).astype(np.int64), x.shape[0] - 1)
-    hi = np.minimum(lo + 1, x.shape[0] - 1)
-    w = (pos - lo)[:, None]
-    return (1 - w) * x[lo] + w * x[hi]  # [T_dst, D]
 
 
 def lsh_codes(features: np.ndarray, *, num_codebooks: int = 4, seed: int = LSH_SEED) -> np.ndarray:
@@ -44,9 +38,9 @@ def lsh_codes(features: np.ndarray, *, num_codebooks: int = 4, seed: int = LSH_S
 
 
 def motion_to_codes(features: np.ndarray, mean: np.ndarray, std: np.ndarray, src_fps: float) -> np.ndarray:
-    """HumanML3D features [T_src, 263] at src_fps -> int16 [4, T_50] "sample-lsh-v1" codes."""
-    normalised = (features - mean) / std  # [T_src, 263]
-    return lsh_codes(resample_linear(normalised, src_fps, MOTION_TOKENIZER["frame_rate"]))
+    """HumanML3D features [T_src, 263] at src_fps -> int16 [4, T_50] "sample-lsh-v2" codes."""
+    resampled = resample_features(features, src_fps, MOTION_TOKENIZER["frame_rate"])  # [T_50, 263]
+    return lsh_codes((resampled - mean) / std)
 
 
 def synthetic_music_codes(motion_codes: np.ndarray) -> np.ndarray:
