@@ -21,6 +21,7 @@ import hashlib
 import logging
 import sys
 
+from mumo_ds.data.format import check_split
 from mumo_ds.data.prep import MergeError, PrepSettings, merge, run_task
 from mumo_ds.data.prep_motion import LSHMotionTokenizer, VQVAEMotionTokenizer, load_stats
 
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s")
+    try:
+        check_split(args.split)
+    except ValueError as exn:
+        print(f"error: --split: {exn}", file=sys.stderr)
+        return 2
     if args.merge:
         return _merge(args)
     if not args.input:
@@ -110,6 +116,9 @@ def _merge(args: argparse.Namespace) -> int:
     except MergeError as exn:
         print(f"error: {exn}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as exn:  # a moved input, an unreadable manifest: say what, no traceback
+        print(f"error: {exn}", file=sys.stderr)
+        return 2
     info = manifest.splits[args.split]
     print(f"{args.out}: {args.split}: {info.num_samples} samples in {len(info.shards)} shards, counts {info.counts}; "
           f"rejects in {args.out}/rejects.jsonl")

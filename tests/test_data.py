@@ -12,8 +12,9 @@ import torch
 import webdataset as wds
 
 from data_prep.make_sample_shards import main as make_sample_main
-from mumo_ds.data.format import Manifest, ManifestError, ShardInfo, SplitInfo, check_compatible
+from mumo_ds.data.format import Manifest, ManifestError, ShardInfo, SplitInfo, check_compatible, split_shards
 from mumo_ds.data.loader import CodesLoader, DataError, epoch_shards
+from mumo_ds.data.prep import PrepSettings
 from mumo_ds.data.sample import build_sample_shards
 from mumo_ds.data.validate import CodesError
 from mumo_ds.data.writer import ShardWriter, npy_bytes
@@ -166,18 +167,49 @@ def test_half_written_shard_never_under_final_name(tmp_path):
         with writer(tmp_path, samples_per_shard=2) as w:
             for i in range(3):
                 w.write(f"s{i}", music=codes(8, i), meta={})
-            # shard 0 is complete, shard 1 holds one sample and is still open
-            assert (tmp_path / "train-000000.tar").exists()
-            assert not (tmp_path / "train-000001.tar").exists()
-            assert (tmp_path / "train-000001.tar.partial").exists()
+            # shard 0 is complete, shard 1 holds one sample and is still open: neither is under a final name
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["train-000000.tar.partial", "train-000001.tar.partial"]
             raise RuntimeError("crash")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-000000.tar"]  # no partial, no manifest
+    assert list(tmp_path.iterdir()) == []  # no shard, no partial, no manifest
+    with writer(tmp_path, samples_per_shard=2) as w:
+        for i in range(3):
+            w.write(f"s{i}", music=codes(8, i), meta={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "train-000000.tar", "train-000001.tar"]
     with pytest.raises(FileExistsError, match="overwrite=True"):
         with writer(tmp_path):
             pass
-    with writer(tmp_path, samples_per_shard=5, overwrite=True) as w:
+
+
+def test_a_failed_rewrite_leaves_the_good_split_as_it_was(tmp_path):
+    with writer(tmp_path, samples_per_shard=2) as w:
+        for i in range(5):
+            w.write(f"old{i}", music=codes(8, i), meta={})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with writer(tmp_path, samples_per_shard=1, overwrite=True) as w:
+            for i in range(4):  # shards 0..2 complete, under the names the old shards have
+                w.write(f"new{i}", music=codes(8, i + 10), meta={})
+            raise RuntimeError("interrupted")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert keys_of(take(CodesLoader(tmp_path, "train", batch_size=1, crop_frames=8, shuffle=False, verify=True), 5)) == [
+        f"old{i}" for i in range(5)
+    ]
+    with writer(tmp_path, samples_per_shard=5, overwrite=True) as w:  # a clean rewrite replaces it, fewer shards
         w.write("x", music=codes(8), meta={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "train-000000.tar"]
     assert Manifest.load(tmp_path).splits["train"].num_samples == 1
+
+
+def test_a_split_is_a_plain_name_and_owns_only_its_own_shards(tmp_path):
+    for bad in ("train-hard", "a/b", "v.1", ""):
+        with pytest.raises(ValueError, match="plain name"):
+            writer(tmp_path, split=bad)
+        with pytest.raises(ValueError, match="plain name"):
+            PrepSettings(split=bad, samples_per_shard=8)
+    for name in ("train-000001.tar", "train-hard-000000.tar", "train-000002.tar.partial", "trainx-000000.tar",
+                 "train-1.tar"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in split_shards(tmp_path, "train")] == ["train-000001.tar"]
 
 
 # -- loader: bad data ------------------------------------------------------------------------

@@ -293,6 +293,8 @@ def test_build_shards_cli_runs_and_merges(inputs, tmp_path, capsys, monkeypatch)
     assert main(["--input", str(inputs["jsonl"]), "--out", str(tmp_path / "nostats"), "--codec-model", str(inputs["codec"]),
                  "--motion-tokenizer", "sample-lsh"]) == 2
     assert "no Mean/Std to normalise it; pass --motion-mean and --motion-std" in capsys.readouterr().err
+    assert main(args[:4] + ["--split", "train-hard"]) == 2  # its shard names would be taken for train's
+    assert "--split: split 'train-hard': use a plain name" in capsys.readouterr().err
     monkeypatch.setitem(__import__("sys").modules, "encodec", None)  # as if the extra were not installed
     assert main(["--input", str(inputs["jsonl"]), "--out", str(tmp_path / "x"), "--codec", "encodec_24khz"]) == 2
     assert "needs the optional encodec package" in capsys.readouterr().err

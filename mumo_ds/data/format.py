@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,27 @@ class ManifestError(ValueError):
     """A manifest is missing, malformed, or does not match what the model expects."""
 
 
+def check_split(split: str) -> str:
+    """A split name is plain (no '-', '/' or '.'), so that one split's shard names never match another's."""
+    if not split or not isinstance(split, str) or any(c in split for c in "-/."):
+        raise ValueError(f"split {split!r}: use a plain name such as 'train' or 'val_hard' (no '-', '/' or '.')")
+    return split
+
+
 def shard_name(split: str, index: int) -> str:
     """``shard_name("train", 3) == "train-000003.tar"``."""
     return f"{split}-{index:06d}.tar"
+
+
+SHARD_NAME_RE = re.compile(r"^(?P<split>[^-/.]+)-(?P<index>\d{6})\.tar$")
+
+
+def split_shards(out_dir: str | os.PathLike, split: str) -> list[Path]:
+    """The shard files of ``split`` in ``out_dir`` (``{split}-NNNNNN.tar`` exactly), sorted."""
+    return sorted(
+        p for p in Path(out_dir).glob(f"{split}-*.tar")
+        if (m := SHARD_NAME_RE.match(p.name)) and m["split"] == split
+    )
 
 
 def kind_of(has_music: bool, has_motion: bool) -> str:

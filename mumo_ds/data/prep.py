@@ -39,7 +39,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .format import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, SplitInfo, kind_of, shard_name, write_json_atomic
+from .format import (
+    MANIFEST_NAME, Manifest, ManifestError, ShardInfo, SplitInfo, check_split, kind_of, shard_name, split_shards,
+    write_json_atomic,
+)
 from .pairing import Record, make_sample, read_records, reject_entry
 from .prep_motion import InputError
 from .validate import CodesError
@@ -99,6 +102,9 @@ class PrepSettings:
     codec_settings: dict = dataclasses.field(default_factory=dict)  # model path, chunking
     motion_tokenizer: dict = dataclasses.field(default_factory=dict)
     motion_stats: str | None = None  # sha256 of mean/std
+
+    def __post_init__(self) -> None:
+        check_split(self.split)
 
 
 def _file_stamp(path: str | None) -> list | None:
@@ -327,6 +333,7 @@ def merge(out_dir: str | os.PathLike, split: str) -> Manifest:
     Raises MergeError naming the missing shards and the tasks that should have written them.
     """
     out_dir = Path(out_dir)
+    check_split(split)
     plan_file = out_dir / PREP_DIR / f"{split}-plan.json"
     plan_obj = _read_json(plan_file)
     if plan_obj is None:
@@ -356,7 +363,7 @@ def merge(out_dir: str | os.PathLike, split: str) -> Manifest:
             f"(build_shards --task-id K --num-tasks {settings.num_tasks}), then --merge again"
         )
     planned = {s.name for s in info.shards}
-    for stale in out_dir.glob(f"{split}-*.tar"):
+    for stale in split_shards(out_dir, split):
         if stale.name not in planned:
             stale.unlink()
     manifest = Manifest(

@@ -8,11 +8,13 @@ Usage::
         w.write("clip0001_000", music=music_codes, motion=motion_codes,   # int [4, T] each
                 meta={"captions": {"music": "...", "motion": "..."}, "source": "..."})
 
-Every sample is validated before anything is written. A shard is written to
-``<name>.partial`` and renamed to ``<name>`` only once complete, so a crash never
-leaves a half-written ``*.tar`` under a final name. The manifest is updated once,
-on a clean close (other splits already in it are kept); after an exception the
-manifest is left as it was and the partial shard is removed.
+Every sample is validated before anything is written. Shards are written as
+``<name>.partial`` and renamed to their final names all together on a clean close,
+right before the manifest is updated (other splits already in it are kept) and the
+split's shards from an earlier write that the new one does not reuse are deleted.
+After an exception every ``.partial`` file is removed and the split's shards and
+manifest are left as they were: a failed rewrite (``overwrite=True``) never replaces
+a good split, and a crash never leaves a half-written ``*.tar`` under a final name.
 
 The same checks and the same atomic write are available one shard at a time for
 pipelines that plan shards themselves (``mumo_ds.data.prep``): ``encode_sample``
@@ -37,8 +39,10 @@ from .format import (
     ManifestError,
     ShardInfo,
     SplitInfo,
+    check_split,
     kind_of,
     shard_name,
+    split_shards,
 )
 from .validate import check_codes, check_key, check_pair
 
@@ -149,8 +153,7 @@ class ShardWriter:
         codebook_size: int = 2048,
         overwrite: bool = False,
     ):
-        if not split or "-" in split or "/" in split or "." in split:
-            raise ValueError(f"split {split!r}: use a plain name such as 'train' (no '-', '/' or '.')")
+        check_split(split)
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard={samples_per_shard}: must be >= 1")
         if not 1 <= codebook_size <= np.iinfo(np.int16).max + 1:
@@ -174,11 +177,12 @@ class ShardWriter:
         self._in_shard = 0
         self._closed = False
         self._stale: list[Path] | None = None  # this split's shards found on entry
+        self._finished: list[Path] = []  # complete shards, still under their .partial names until close()
 
     # -- context manager -------------------------------------------------------------
     def __enter__(self) -> "ShardWriter":
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        existing = sorted(self.out_dir.glob(f"{self.split}-*.tar"))
+        existing = split_shards(self.out_dir, self.split)
         if existing and not self.overwrite:
             raise FileExistsError(
                 f"{existing[0]}: split {self.split!r} already has shards in {self.out_dir}; "
@@ -236,37 +240,41 @@ class ShardWriter:
         self._in_shard = 0
 
     def _finish_shard(self) -> None:
-        """Close the open shard, fsync it, rename it into place and record its sha256."""
-        final = self._shard_path()
+        """Close the open shard, fsync it and record its sha256; it keeps its .partial name until close()."""
+        partial, final = self._shard_path(PARTIAL_SUFFIX), self._shard_path()
         self._tar.close()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         self._tar = self._file = None
-        os.replace(self._shard_path(PARTIAL_SUFFIX), final)
-        self.info.shards.append(ShardInfo(final.name, self._in_shard, file_sha256(final)))
+        self._finished.append(partial)
+        self.info.shards.append(ShardInfo(final.name, self._in_shard, file_sha256(partial)))
         self._in_shard = 0
 
     def _abort(self) -> None:
-        """After an exception: drop the partial shard, leave the manifest untouched."""
+        """After an exception: drop every .partial file of this write, leave shards and manifest untouched."""
         if self._tar is not None:
             self._tar.close()
             self._file.close()
-            self._shard_path(PARTIAL_SUFFIX).unlink(missing_ok=True)
+            self._finished.append(self._shard_path(PARTIAL_SUFFIX))
             self._tar = self._file = None
+        for partial in self._finished:
+            partial.unlink(missing_ok=True)
         self._closed = True
 
     def close(self) -> None:
-        """Finish the last shard, delete stale shards of this split, update manifest.json."""
+        """Finish the last shard, move every shard into place, update manifest.json, delete stale shards."""
         if self._closed:
             return
         if self._tar is not None:
             self._finish_shard()
+        for partial in self._finished:
+            os.replace(partial, partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX)))
+        self._update_manifest()
         written = {s.name for s in self.info.shards}
         for path in self._stale or []:
             if path.name not in written:
                 path.unlink()
-        self._update_manifest()
         self._closed = True
 
     def _manifest(self) -> Manifest:
