@@ -89,7 +89,8 @@ def inputs(tmp_path_factory) -> dict:
 def build(inputs, out: Path, *, num_tasks: int = 1, task_ids=None, workers: int = 1, do_merge: bool = True):
     music_tok = inputs["music_tok"]
     settings = PrepSettings(split="train", samples_per_shard=3, num_tasks=num_tasks, min_frames=10,
-                            codec=music_tok.info, motion_tokenizer=LSHMotionTokenizer.info)
+                            codec=music_tok.info, codec_settings={"model": str(inputs["codec"])},
+                            motion_tokenizer=LSHMotionTokenizer.info)
     reports = [
         run_task(inputs["jsonl"], out, settings, music_tok=music_tok, motion_tok=LSHMotionTokenizer(),
                  mean=inputs["mean"], std=inputs["std"], task_id=k, workers=workers)
@@ -215,6 +216,14 @@ def test_rerun_skips_complete_shards_and_rebuilds_changed_ones(inputs, tmp_path)
     (report,) = build(inputs, out)
     assert report.written == ["train-000003.tar"]
     assert check_dir(out) == []
+    weights = next(p for p in Path(inputs["codec"]).iterdir() if p.suffix == ".safetensors")
+    stat = weights.stat()
+    try:
+        os.utime(weights, ns=(1, 1))  # the codec retrained into the same folder: every shard is stale
+        (report,) = build(inputs, out)
+        assert len(report.written) == 4 and report.skipped == []
+    finally:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_a_failure_while_writing_leaves_no_partial_shard(inputs, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ records 0 samples) and is left out of the manifest.
 
 Resume: each completed shard has a receipt ``.prep/{split}-%06d.json`` holding a
 fingerprint of its inputs (the records, the size and mtime of their files, the codec and
-motion tokenizer settings) and the shard's sha256. A re-run skips a shard whose receipt
+motion tokenizer settings and the size and mtime of their weights' files) and the shard's sha256. A re-run skips a shard whose receipt
 fingerprint matches and whose tar still has that sha256; anything else is rebuilt.
 
 Rejects: every record that failed is listed (index, id, file, reason, message) in its
@@ -117,15 +117,26 @@ def _file_stamp(path: str | None) -> list | None:
     return [path, st.st_size, st.st_mtime_ns]
 
 
+def _model_stamp(path: str | None) -> list | None:
+    """Size/mtime of every file of a model folder (or of one file): retrained weights at the same path count as
+    new. A hub id, or a path that does not exist, stamps as itself."""
+    if not path or not os.path.isdir(path):
+        return _file_stamp(path)
+    return [_file_stamp(str(p)) for p in sorted(Path(path).rglob("*")) if p.is_file()]
+
+
 def shard_fingerprint(settings: PrepSettings, entries: list[tuple[Record | None, dict | None]]) -> str:
-    """sha256 over the settings, the shard's records and the size/mtime of their files."""
+    """sha256 over the settings, the tokenizers' weights (size/mtime), the shard's records and the size/mtime of
+    their files."""
     recs = []
     for rec, rej in entries:
         if rec is None:
             recs.append({"reject": rej})
         else:
             recs.append({"record": dataclasses.asdict(rec), "files": [_file_stamp(p) for p in rec.files()]})
-    blob = json.dumps({"settings": dataclasses.asdict(settings), "records": recs}, sort_keys=True, default=str)
+    models = [_model_stamp(settings.codec_settings.get("model")), _model_stamp(settings.motion_tokenizer.get("path"))]
+    blob = json.dumps({"settings": dataclasses.asdict(settings), "models": models, "records": recs}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
