@@ -226,6 +226,15 @@ def test_rerun_skips_complete_shards_and_rebuilds_changed_ones(inputs, tmp_path)
         os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
+
+def test_a_tokenizer_off_the_shared_frame_rate_is_refused():
+    codec_24khz = {"name": "encodec_24khz", "frame_rate": 75, "num_codebooks": 4, "codebook_size": 1024}
+    with pytest.raises(ValueError, match=r"--codec 'encodec_24khz' makes 75 frames/s, the shards' timeline is 50"):
+        PrepSettings(split="train", samples_per_shard=3, codec=codec_24khz, motion_tokenizer=LSHMotionTokenizer.info)
+    with pytest.raises(ValueError, match=r"--motion-tokenizer 'sample-lsh-v2' makes 50 frames/s, .* is 75"):
+        PrepSettings(split="train", samples_per_shard=3, frame_rate=75, codec=codec_24khz,
+                     motion_tokenizer=LSHMotionTokenizer.info)
+
 def test_a_failure_while_writing_leaves_no_partial_shard(inputs, tmp_path, monkeypatch):
     import webdataset
 

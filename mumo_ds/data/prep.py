@@ -105,6 +105,14 @@ class PrepSettings:
 
     def __post_init__(self) -> None:
         check_split(self.split)
+        for option, info in (("--codec", self.codec), ("--motion-tokenizer", self.motion_tokenizer)):
+            rate = info.get("frame_rate")
+            if rate is not None and rate != self.frame_rate:
+                raise ValueError(
+                    f"{option} {info.get('name')!r} makes {rate} frames/s, the shards' timeline is {self.frame_rate} "
+                    f"(--frame-rate): both streams share one frame rate; choose a tokenizer at {self.frame_rate} "
+                    "frames/s or set --frame-rate to match every tokenizer"
+                )
 
 
 def _file_stamp(path: str | None) -> list | None:
