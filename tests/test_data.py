@@ -13,6 +13,7 @@ import webdataset as wds
 
 from data_prep.make_sample_shards import main as make_sample_main
 from mumo_ds.data.format import Manifest, ManifestError, ShardInfo, SplitInfo, check_compatible, split_shards
+from mumo_ds.data.check_shards import check_dir
 from mumo_ds.data.loader import CodesLoader, DataError, epoch_shards
 from mumo_ds.data.prep import PrepSettings
 from mumo_ds.data.sample import build_sample_shards
@@ -98,6 +99,15 @@ def test_round_trip_exact_arrays_and_captions(tmp_path):
             assert mask[0].tolist() == [True] * t + [False] * (40 - t)
             assert batch[f"{m}_captions"] == [f"{m} caption of {key}"]
 
+
+
+def test_the_validator_accepts_what_the_writer_writes_and_refuses_what_it_refuses(tmp_path):
+    with writer(tmp_path) as w:  # a stream without a caption gets the empty caption "" from the loader: valid data
+        w.write("nocaps", music=codes(8), meta={})
+        w.write("half", music=codes(8, 1), motion=codes(8, 2), meta={"captions": {"music": "m"}})
+    assert check_dir(tmp_path) == []
+    with writer(tmp_path / "bad") as w, pytest.raises(ValueError, match="each present modality \\(music\\)"):
+        w.write("absent", music=codes(8), meta={"captions": {"motion": "a caption of no stream"}})
 
 def test_manifest_counts_and_sha256_match_files(tmp_path):
     write_three(tmp_path)

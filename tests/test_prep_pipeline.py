@@ -268,12 +268,12 @@ def test_validate_shards_reports_each_kind_of_damage(built, tmp_path, capsys):
         if p.is_file():
             (out / p.name).write_bytes(p.read_bytes())
     assert main([str(out)]) == 0
-    # a shard with wrong dtype, a paired length mismatch, a missing caption; manifest sha updated to match
+    # a shard with wrong dtype, a paired length mismatch, a caption of an absent stream; manifest sha updated to match
     bad = [
         {"__key__": "a", "json": b'{"captions": {"music": "x"}}', "music.npy": npy_bytes(np.zeros((4, 5), np.int32))},
         {"__key__": "b", "json": b'{"captions": {"music": "x", "motion": "y"}}',
          "music.npy": npy_bytes(np.zeros((4, 5), np.int16)), "motion.npy": npy_bytes(np.zeros((4, 6), np.int16))},
-        {"__key__": "c", "json": b'{"captions": {}}', "motion.npy": npy_bytes(np.full((4, 5), 2048, np.int16))},
+        {"__key__": "c", "json": b'{"captions": {"music": "x"}}', "motion.npy": npy_bytes(np.full((4, 5), 2048, np.int16))},
     ]
     info = write_shard(out / "train-000003.tar", bad)
     manifest = Manifest.load(out)
@@ -284,7 +284,7 @@ def test_validate_shards_reports_each_kind_of_damage(built, tmp_path, capsys):
     assert main([str(out)]) == 1
     text = capsys.readouterr().out
     for expected in ("train-000000.tar: sha256", "sample 'a', music.npy: dtype int32", "paired lengths differ",
-                     "values 2048..2048", "lacks a non-empty caption", "train-000009.tar.partial: partial shard",
+                     "values 2048..2048", "sample 'c', json.captions: {'music': 'x'}; expected a dict mapping each present modality (motion)", "train-000009.tar.partial: partial shard",
                      "split 'train' counts"):
         assert expected in text, expected
     (out / "train-000003.tar").unlink()

@@ -2,7 +2,7 @@
 
 For every split and every shard listed in ``manifest.json``: the file exists, its
 sha256 matches, it is a readable tar, and its samples match the listed count. Every
-sample needs a ``json`` with captions for its streams and ``music.npy`` / ``motion.npy``
+sample needs a ``json`` whose captions fit its streams (the writer's rule) and ``music.npy`` / ``motion.npy``
 that decode without pickle as int16 [num_codebooks, T > 0] with values in
 0..codebook_size-1, the same T when paired; the per-kind counts must match. Leftover
 ``*.partial`` files and ``.tar`` files the manifest does not list are reported too.
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .format import KINDS, MANIFEST_NAME, Manifest, ManifestError, kind_of
+from .validate import check_captions
 from .writer import PARTIAL_SUFFIX, file_sha256
 
 
@@ -94,11 +95,14 @@ def _check_shard(path: Path, sha256: str, manifest: Manifest, problems: list[str
             problems.append(f"{where}: paired lengths differ (music T={streams['music'].shape[1]}, motion T={streams['motion'].shape[1]})")
         try:
             meta = json.loads(sample.get("json", b"").decode("utf-8"))
-            captions = meta["captions"]
-            if not all(isinstance(captions.get(m), str) and captions[m].strip() for m in ("music", "motion") if f"{m}.npy" in sample):
-                problems.append(f"{where}: json.captions {captions!r} lacks a non-empty caption for a present stream")
-        except (ValueError, KeyError, TypeError, AttributeError) as exn:
+        except (ValueError, TypeError, AttributeError) as exn:
             problems.append(f"{where}: json missing or unreadable ({exn!r})")
+        else:
+            present = [m for m in ("music", "motion") if f"{m}.npy" in sample]
+            try:
+                check_captions(key, meta.get("captions", {}) if isinstance(meta, dict) else None, present)
+            except ValueError as exn:
+                problems.append(f"{path}: {exn}")
         kinds[kind_of("music.npy" in sample, "motion.npy" in sample)] += 1
     return len(members), kinds
 

@@ -68,3 +68,14 @@ def check_pair(key: str, music: np.ndarray | None, motion: np.ndarray | None) ->
             f"sample {key!r}: music.npy has T={music.shape[1]} frames, motion.npy has T={motion.shape[1]}; "
             "paired streams share one 50 frames/s timeline: trim both to the shorter length",
         )
+
+
+def check_captions(key: str, captions: object, streams) -> dict:
+    """``json.captions`` maps each present stream to a caption string (the loader gives a stream without one the
+    empty caption ""); a caption of an absent stream, or one that is not a string, is an error naming the sample."""
+    if not isinstance(captions, dict) or not all(k in streams and isinstance(v, str) for k, v in captions.items()):
+        raise ValueError(
+            f"sample {key!r}, json.captions: {captions!r}; expected a dict mapping each present "
+            f"modality ({', '.join(streams)}) to a caption string"
+        )
+    return captions

@@ -44,7 +44,7 @@ from .format import (
     shard_name,
     split_shards,
 )
-from .validate import check_codes, check_key, check_pair
+from .validate import check_captions, check_codes, check_key, check_pair
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -82,14 +82,7 @@ def encode_sample(
     check_pair(key, streams.get("music"), streams.get("motion"))
     if not isinstance(meta, dict):
         raise ValueError(f"sample {key!r}, json: meta must be a dict, got {type(meta).__name__}")
-    captions = meta.get("captions", {})
-    if not isinstance(captions, dict) or not all(
-        k in streams and isinstance(v, str) for k, v in captions.items()
-    ):
-        raise ValueError(
-            f"sample {key!r}, json.captions: {captions!r}; expected a dict mapping each present "
-            f"modality ({', '.join(streams)}) to a caption string"
-        )
+    captions = check_captions(key, meta.get("captions", {}), streams)
     num_frames = next(iter(streams.values())).shape[1]
     meta = {"captions": captions, "fps": frame_rate, "duration": num_frames / frame_rate} | meta
     if meta["fps"] != frame_rate:
