@@ -7,6 +7,10 @@ Launch (from the repository root)::
     torchrun --nproc_per_node 2 -m data_prep.train_motion_vqvae --features DIR --out runs/motion_vqvae
                                                                                 # DDP (gloo on CPU, nccl on GPU)
     python -m data_prep.train_motion_vqvae ... --resume                         # continue from the latest checkpoint
+    python -m data_prep.train_motion_vqvae ... --overwrite                      # start over in a used --out
+
+A used ``--out`` (one with checkpoints) needs one of the two; ``--resume`` refuses a checkpoint of
+another seed, rank count or model config.
 
 Each clip is loaded (checked), resampled to 50 fps keeping the motion
 (:func:`mumo_ds.tokenizers.motion_features.resample_features`) and normalised with ``--mean``/``--std``.
@@ -74,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
     p.add_argument("--keep-checkpoints", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/checkpoints (fresh start if none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an OUT whose checkpoints/ holds an earlier run (deletes those checkpoints)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads per rank (0: torch's default; 1 is fastest on a busy CPU)")
@@ -277,11 +283,19 @@ def main(argv: list[str] | None = None) -> dict:
     wrapped = torch.nn.parallel.DistributedDataParallel(model, forward_sync_buffers=False) if world > 1 else model
 
     start = 0
-    latest = latest_checkpoint(ckpt_root) if args.resume else None
+    latest = latest_checkpoint(ckpt_root)
+    if latest is not None and not args.resume:
+        if not args.overwrite:
+            raise ValueError(f"{latest}: {out} holds an earlier run's checkpoints; pass --resume to continue it, or "
+                             f"--overwrite to start over (deletes {ckpt_root})")
+        if rank == 0:
+            shutil.rmtree(ckpt_root)
+        if world > 1:
+            dist.barrier()
+        latest = None
     if latest is not None:
+        check_same_run(latest, args.seed, world, config)  # before loading: a model of another shape cannot load
         state, rng = load_checkpoint(latest, model, optimizer, rank)
-        if state["world_size"] != world:
-            raise ValueError(f"{latest}: written by {state['world_size']} rank(s), resumed with {world}; use the same number")
         set_rng_state(rng, sampler)
         start = state["step"]
     elif args.resume and rank == 0:
@@ -329,12 +343,33 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
+def run_config(config: MotionVQVAEConfig) -> dict:
+    """The model config as a checkpoint stores it (JSON types; the transformers version left out)."""
+    return json.loads(config.to_json_string(use_diff=False)) | {"transformers_version": None}
+
+
+def check_same_run(checkpoint: Path, seed: int, world: int, config: MotionVQVAEConfig) -> None:
+    """--resume continues the run the checkpoint belongs to: same ranks, seed and model, or a clear error."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    if state["world_size"] != world:
+        raise ValueError(f"{checkpoint}: written by {state['world_size']} rank(s), resumed with {world}; use the same number")
+    if state.get("seed", seed) != seed:
+        raise ValueError(f"{checkpoint}: the run used --seed {state['seed']}, this one --seed {seed}; resume with "
+                         f"--seed {state['seed']}, or start over with --overwrite")
+    saved, current = state.get("model"), run_config(config)
+    if saved is not None and saved != current:
+        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        raise ValueError(f"{checkpoint}: the run's model differs in {changed}; resume with its --preset/--config, or "
+                         "start over with --overwrite")
+
+
 def save_checkpoint(root: Path, step: int, model, optimizer, sampler: WindowSampler, rank: int, world: int, args) -> None:
     """All ranks: rank 0 writes model/optimizer/state, every rank its RNG, then rank 0 renames into place."""
     tmp = step_dir(root, step).with_suffix(".tmp")
     if rank == 0:
         begin_checkpoint(root, step)
-        write_main_state(tmp, model, optimizer, {"step": step, "world_size": world, "seed": args.seed})
+        write_main_state(tmp, model, optimizer, {"step": step, "world_size": world, "seed": args.seed,
+                                                 "model": run_config(model.config)})
     if world > 1:
         dist.barrier()
     write_rank_state(tmp, rank, rng_state(sampler))

@@ -157,6 +157,21 @@ def test_trainer_resume_reproduces_uninterrupted_losses(tmp_path):
     assert model.feature_std[0].item() == pytest.approx(float(np.load(MOTION_DIR / "Std.npy")[0]))
 
 
+def test_trainer_refuses_to_mix_two_runs_in_one_folder(tmp_path):
+    out = tmp_path / "run"
+    run_trainer(out, 3)
+    with pytest.raises(ValueError, match="holds an earlier run's checkpoints; pass --resume to continue it, or --overwrite"):
+        run_trainer(out, 2)
+    with pytest.raises(ValueError, match="the run used --seed 0, this one --seed 7"):
+        run_trainer(out, 6, "--resume", "--seed", "7")
+    with pytest.raises(ValueError, match=r"the run's model differs in \['code_dim', 'dilations', 'hidden_size'\]"):
+        run_trainer(out, 6, "--resume", "--preset", "small")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003"]  # refused before any change
+    restarted = run_trainer(out, 2, "--overwrite")
+    assert [m["step"] for m in restarted] == [1, 2]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]
+
+
 def test_codes_cli_encode_decode(tmp_path):
     run_trainer(tmp_path / "run", 2)
     model_dir = tmp_path / "run" / "model"
