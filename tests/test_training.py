@@ -84,6 +84,26 @@ def sample_data(tmp_path_factory) -> Path:
     return out
 
 
+def assert_frozen_kept_and_trainable_moved(stage1: Path) -> None:
+    """Stage 1's export: frozen weights bit-identical to the starting model (seed 0, scratch), every trainable one moved."""
+    torch.manual_seed(0)
+    start = MuMoForConditionalGeneration(MuMoConfig.from_pretrained(stage1 / "export"))
+    start.init_motion_from_music()
+    exported = load_file(stage1 / "export" / "model.safetensors")
+    for name, p in start.named_parameters():
+        if is_trainable(STAGES[1], name):
+            assert not torch.equal(exported[name], p), f"{name} did not train"
+        else:
+            assert torch.equal(exported[name], p), f"frozen {name} changed"
+
+
+@pytest.mark.distributed
+def test_bf16_stage1_export_keeps_the_frozen_weights_in_fp32(sample_data, tmp_path):
+    """DeepSpeed bf16 casts the whole module, frozen weights included; the export puts their fp32 values back."""
+    stage1 = run_stage(1, sample_data, tmp_path / "runs", "deepspeed", "zero2_bf16.json", "--fixed-batch", steps=4)
+    assert_frozen_kept_and_trainable_moved(stage1)
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize(
     "ds_config,launcher",
@@ -95,16 +115,7 @@ def test_two_rank_stage1_then_stage2(sample_data, tmp_path, ds_config, launcher)
     l1 = losses(stage1)
     assert len(l1) == 8 and l1[-1] < l1[0] - 0.5, l1  # overfits its one batch
 
-    # frozen weights are bit-identical to the starting model, every trainable one moved
-    torch.manual_seed(0)
-    start = MuMoForConditionalGeneration(MuMoConfig.from_pretrained(stage1 / "export"))
-    start.init_motion_from_music()
-    exported = load_file(stage1 / "export" / "model.safetensors")
-    for name, p in start.named_parameters():
-        if is_trainable(STAGES[1], name):
-            assert not torch.equal(exported[name], p), f"{name} did not train"
-        else:
-            assert torch.equal(exported[name], p), f"frozen {name} changed"
+    assert_frozen_kept_and_trainable_moved(stage1)
 
     # the export reproduces the engine's logits exactly, and stage 2 starts from it
     assert json.loads((stage1 / "export_check.json").read_text())["max_abs_logit_diff"] == {"motion": 0.0}

@@ -36,6 +36,16 @@ def consolidated_state_dict(checkpoint_dir: Path, tag: str, zero_stage: int) -> 
     return state
 
 
+def frozen_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """CPU fp32 copies of the frozen parameters, under every state-dict name they have (tied names included).
+
+    Taken before DeepSpeed casts the module to bf16/fp16 (``"bf16": {"enabled": true}``): the checkpoint then holds
+    the frozen weights rounded to that dtype (trainable ones have fp32 master weights), and the export puts these
+    copies back over them, so a stage leaves every weight it does not train bit-identical."""
+    copies = {id(p): p.detach().to("cpu", torch.float32, copy=True) for p in model.parameters() if not p.requires_grad}
+    return {name: copies[id(t)] for name, t in model.state_dict(keep_vars=True).items() if id(t) in copies}
+
+
 def export_hf(
     state: dict[str, torch.Tensor], config: MuMoConfig, tokenizer, out_dir: Path, metadata: dict
 ) -> Path:

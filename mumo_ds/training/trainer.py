@@ -27,8 +27,8 @@ from ..modeling import MODALITIES, MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.text import load_tokenizer, tokenize_captions
 from . import checkpoint, distributed, faults
 from .config import TrainConfig, parse_config
-from .engine import attn_implementation, build_engine, load_ds_config, wants_compile
-from .export import consolidated_state_dict, export_hf
+from .engine import attn_implementation, build_engine, load_ds_config, training_dtype, wants_compile
+from .export import consolidated_state_dict, export_hf, frozen_weights
 from .guards import NonFiniteError, NonFiniteGuard
 from .metrics import RunLogger, memory_mb, mfu, training_flops_per_token
 from .preemption import PREEMPTED_EXIT_CODE, Preemption, clear_marker, write_marker
@@ -165,6 +165,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     )
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)  # before ZeRO-3 partitions them
     compiled = wants_compile(cfg.compile, device)
+    low_precision = training_dtype(ds_config) != torch.float32
+    frozen_fp32 = frozen_weights(model) if is_main and low_precision and not cfg.dry_run else {}
     engine, scheduler = build_engine(model, ds_config)
     if compiled:
         engine.compile()
@@ -292,7 +294,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     final_step = max(start_step, cfg.max_steps)
     tag = save(final_step) if last_saved != final_step else checkpoint.tag_for(final_step)
     if is_main:
-        state = consolidated_state_dict(cfg.checkpoint_dir, tag, engine.zero_optimization_stage())
+        state = consolidated_state_dict(cfg.checkpoint_dir, tag, engine.zero_optimization_stage()) | frozen_fp32
         export_hf(state, mc, tokenizer, cfg.export_dir, {"stage": stage.number, "step": final_step, "checkpoint": tag})
         print(f"exported stage {stage.number} to {cfg.export_dir}", flush=True)
     dist.barrier()
