@@ -51,6 +51,20 @@ def test_stage1_step_changes_exactly_the_trainable_parameters(tiny_config, capti
     assert len(trainable) == 2 + 4 * tiny_config.num_hidden_layers  # embedding, head, 4 tensors per expert
 
 
+
+def test_an_export_carries_the_starting_folders_codec(tiny_model, tmp_path):
+    from mumo_ds.modeling.text import load_tokenizer
+    from mumo_ds.training.export import export_hf
+
+    start = tmp_path / "init"
+    (start / "codec").mkdir(parents=True)
+    (start / "codec" / "config.json").write_text('{"model_type": "encodec"}')
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    out = export_hf(state, tiny_model.config, load_tokenizer("byt5"), tmp_path / "export", {"stage": 1}, assets_from=start)
+    assert (out / "codec" / "config.json").read_text() == '{"model_type": "encodec"}'
+    again = export_hf(state, tiny_model.config, load_tokenizer("byt5"), out, {"stage": 2}, assets_from=None)  # scratch
+    assert not (again / "codec").exists() and json.loads((again / "mumo_training.json").read_text()) == {"stage": 2}
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -46,10 +46,15 @@ def frozen_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: copies[id(t)] for name, t in model.state_dict(keep_vars=True).items() if id(t) in copies}
 
 
+ASSET_DIRS = ("codec",)  # folders a model folder carries besides its weights (convert_musicgen's EnCodec)
+
+
 def export_hf(
-    state: dict[str, torch.Tensor], config: MuMoConfig, tokenizer, out_dir: Path, metadata: dict
+    state: dict[str, torch.Tensor], config: MuMoConfig, tokenizer, out_dir: Path, metadata: dict,
+    assets_from: str | Path | None = None,
 ) -> Path:
-    """Write ``out_dir`` as an HF folder (config, safetensors, tokenizer, mumo_training.json).
+    """Write ``out_dir`` as an HF folder (config, safetensors, tokenizer, mumo_training.json), with the
+    :data:`ASSET_DIRS` of the stage's starting folder ``assets_from`` (so ``mumo-generate`` still finds ``codec/``).
 
     Written next to the target and renamed into place, so a crash never leaves a partial export
     where a good one was.
@@ -65,6 +70,9 @@ def export_hf(
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "mumo_training.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    for name in ASSET_DIRS:
+        if assets_from is not None and (Path(assets_from) / name).is_dir():
+            shutil.copytree(Path(assets_from) / name, tmp / name)
     if out_dir.exists():
         out_dir.rename(old)
     tmp.rename(out_dir)

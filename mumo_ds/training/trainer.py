@@ -295,7 +295,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     tag = save(final_step) if last_saved != final_step else checkpoint.tag_for(final_step)
     if is_main:
         state = consolidated_state_dict(cfg.checkpoint_dir, tag, engine.zero_optimization_stage()) | frozen_fp32
-        export_hf(state, mc, tokenizer, cfg.export_dir, {"stage": stage.number, "step": final_step, "checkpoint": tag})
+        export_hf(state, mc, tokenizer, cfg.export_dir, {"stage": stage.number, "step": final_step, "checkpoint": tag},
+                  assets_from=None if cfg.init_from == "scratch" else cfg.init_from)
         print(f"exported stage {stage.number} to {cfg.export_dir}", flush=True)
     dist.barrier()
     if cfg.verify_export:
