@@ -128,6 +128,17 @@ def test_no_resume_refuses_a_run_folder_with_checkpoints(tmp_path):
     assert resume_point(cfg) == (2, "step00000002")
 
 
+def test_resume_refuses_a_checkpoint_of_a_run_with_other_settings(tmp_path):
+    run = {"stage": 2, "zero_stage": 2, "world_size": 2, "micro_batch": 2, "grad_accum": 1}
+    (tmp_path / "step00000002").mkdir()
+    (tmp_path / "step00000002" / "meta.json").write_text(json.dumps({"step": 2, **run, "stage": 1, "zero_stage": 3}))
+    with pytest.raises(checkpoint.ResumeError, match=r"step00000002: saved by a run with stage 1 \(now 2\), zero_stage 3 "
+                       r"\(now 2\); resume it with the same settings, or start over with --no-resume --overwrite"):
+        checkpoint.check_same_run(tmp_path, "step00000002", run)
+    (tmp_path / "step00000002" / "meta.json").write_text(json.dumps({"step": 2, "stage": 2}))  # an older checkpoint
+    checkpoint.check_same_run(tmp_path, "step00000002", run)
+
+
 @pytest.mark.distributed
 def test_kill_9_between_checkpoints_then_restart_reproduces_the_losses(sample_data, tmp_path, uninterrupted):  # noqa: F811
     proc, _ = launch(sample_data, tmp_path, fault="pause_after_step:3:120")
@@ -154,6 +165,9 @@ def test_crash_inside_a_save_leaves_the_previous_checkpoint(sample_data, tmp_pat
     assert "resumed from step 2" in text
     assert committed_steps(run) == [4, 6] and not list(ckpt.glob("*.tmp"))
     assert losses(run) == uninterrupted
+    meta = checkpoint.read_meta(ckpt, "step00000006")  # what a resume compares
+    assert {k: meta[k] for k in ("stage", "zero_stage", "world_size", "micro_batch", "grad_accum")} == {
+        "stage": 2, "zero_stage": 2, "world_size": 2, "micro_batch": 2, "grad_accum": 1}
 
 
 @pytest.mark.distributed

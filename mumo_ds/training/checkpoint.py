@@ -150,3 +150,21 @@ def load(engine, loader, checkpoint_dir: Path, tag: str, rank: int) -> int:
 
 def read_meta(checkpoint_dir: Path, tag: str) -> dict:
     return json.loads((checkpoint_dir / tag / META).read_text())
+
+
+class ResumeError(ValueError):
+    """The run folder's newest checkpoint belongs to a run with other settings (see :func:`check_same_run`)."""
+
+
+def check_same_run(checkpoint_dir: Path, tag: str, run: dict) -> None:
+    """Refuse to resume a checkpoint saved by a run that differs in ``run``'s settings (training stage, ZeRO stage,
+    world size, micro-batch, accumulation): DeepSpeed would fail on it with an unrelated message, or resume onto other
+    samples. Keys the checkpoint does not record (older checkpoints) are not compared."""
+    saved = read_meta(checkpoint_dir, tag)
+    differ = {k: (saved[k], v) for k, v in run.items() if k in saved and saved[k] != v}
+    if differ:
+        what = ", ".join(f"{k} {old} (now {new})" for k, (old, new) in differ.items())
+        raise ResumeError(
+            f"{checkpoint_dir / tag}: saved by a run with {what}; resume it with the same settings, or start over "
+            "with --no-resume --overwrite (or another --output-dir)"
+        )

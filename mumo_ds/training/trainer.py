@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     rank, world_size, device = distributed.setup()
     try:
         train(cfg, stage, rank, world_size, device)
-    except NonFiniteError as exn:  # every rank raises it at the same step (the check is collective)
+    except (NonFiniteError, checkpoint.ResumeError) as exn:  # every rank raises it at the same point
         distributed.teardown()
         if rank == 0:
             print(f"error: {exn}", file=sys.stderr, flush=True)
@@ -171,7 +171,11 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     if compiled:
         engine.compile()
 
+    run = {"stage": stage.number, "zero_stage": engine.zero_optimization_stage(), "world_size": world_size,
+           "micro_batch": micro, "grad_accum": accum}  # what a checkpoint must share to be resumed
     start = resume_point(cfg)
+    if start:
+        checkpoint.check_same_run(cfg.checkpoint_dir, start[1], run)
     if not cfg.dry_run:
         clear_run_folder(cfg, is_main)
     start_step = checkpoint.load(engine, loader, cfg.checkpoint_dir, start[1], rank) if start else 0
@@ -215,7 +219,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
 
     def save(step: int) -> str:
         nonlocal last_saved
-        meta = {"stage": stage.number, "metrics": last_metrics, "validation": last_val}
+        meta = {**run, "metrics": last_metrics, "validation": last_val}
         tag = checkpoint.save(engine, loader, cfg.checkpoint_dir, step, rank, meta, cfg.keep_last, cfg.keep_every)
         guard.hint = f"The newest checkpoint, {cfg.checkpoint_dir / tag}, is the last good state."
         last_saved = step
