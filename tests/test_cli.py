@@ -31,6 +31,38 @@ def test_run_file_then_command_line(tmp_path):
     run.write_text("max_stpes: 7\n")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['max_stpes'\]"):
         parse_config(["--stage", "1", "--config", str(run)])
+    # YAML 1.1 reads 3e-4 as a string; hyphens as on the command line; the stage may come from the file
+    run.write_text("stage: 2\nlr: 3e-4\ncrop-frames: 100\nresume: false\n")
+    cfg = parse_config(["--config", str(run)])
+    assert (cfg.stage, cfg.lr, cfg.crop_frames, cfg.resume) == (2, 3e-4, 100, False) and isinstance(cfg.lr, float)
+    for text, message in (("resume: 'false'\n", r"resume: 'false' is not a bool; write it as true or false"),
+                          ("max_steps: 1.5\n", r"max_steps: 1.5 is not an int"),
+                          ("lr: fast\n", r"lr: 'fast' is not a float")):
+        run.write_text(text)
+        with pytest.raises(ValueError, match=rf"run.yaml: {message}"):
+            parse_config(["--stage", "1", "--config", str(run)])
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "--stage is required"),
+    (["--stage", "1", "--log-every", "0"], "--log-every 0: must be >= 1"),
+    (["--stage", "1", "--overwrite"], "--overwrite deletes a run folder's checkpoints only with --no-resume"),
+])
+def test_train_options_refused_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_help_shows_the_real_defaults_and_the_stage_config_is_found_from_anywhere(capsys, tmp_path, monkeypatch):
+    from mumo_ds.training.config import TrainConfig
+
+    with pytest.raises(SystemExit):
+        parse_config(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-steps MAX_STEPS max steps (default: 100)" in text and "(default: None)" not in text
+    monkeypatch.chdir(tmp_path)
+    assert Path(TrainConfig(stage=1).resolve("ds_configs/zero2.json", None).ds_config) == REPO / "ds_configs" / "zero2.json"
 
 
 def test_ds_config_batch_and_refusals(tmp_path):

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where ds_configs/ lives
+
 
 @dataclass
 class TrainConfig:
@@ -47,9 +49,9 @@ class TrainConfig:
     local_rank: int = field(default=-1, repr=False)  # set by the deepspeed launcher
 
     def resolve(self, stage_ds_config: str, previous_export: str | None) -> "TrainConfig":
-        """Fill the derived defaults."""
+        """Fill the derived defaults (the stage's DeepSpeed config is found from any working directory)."""
         self.output_dir = self.output_dir or str(Path(self.runs_root) / f"stage{self.stage}")
-        self.ds_config = self.ds_config or stage_ds_config
+        self.ds_config = self.ds_config or str(REPO_ROOT / stage_ds_config)
         if self.init_from == "auto":
             self.init_from = previous_export or "scratch"
         return self
@@ -67,7 +69,8 @@ class TrainConfig:
 
 
 HELP = {
-    "stage": "training stage (see mumo_ds/training/stages.py): 1 motion-only, 2 joint",
+    "stage": "training stage (see mumo_ds/training/stages.py): 1 motion-only, 2 joint, 3 captioning "
+    "(required, on the command line or in the run file)",
     "data": "folder with manifest.json and {split}-NNNNNN.tar shards",
     "output_dir": "run folder (checkpoints/, export/, logs/); default RUNS_ROOT/stageN",
     "runs_root": "parent folder of the per-stage run folders",
@@ -86,6 +89,9 @@ HELP = {
     "min_lr_ratio": "cosine schedule: the lr at --max-steps as a fraction of the peak lr",
     "shuffle": "shuffle shard order and samples; --no-shuffle reads them in manifest order (tests, debugging)",
     "grad_accum": "micro-batches per optimizer step (0: the DeepSpeed config's gradient_accumulation_steps)",
+    "micro_batch_size": "samples per rank per micro-batch (0: the DeepSpeed config's train_micro_batch_size_per_gpu)",
+    "lr": "peak learning rate (0: the DeepSpeed config's)",
+    "warmup_steps": "learning-rate warmup steps (default: the DeepSpeed config's)",
     "max_bad_steps": "skip micro-batches whose loss is NaN/inf on any rank; stop with an error (saving nothing) "
     "after this many in a row",
     "val_every": "validate every N steps on the val split: loss per modality in the logs and the checkpoint's meta.json "
@@ -110,29 +116,43 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train a MuMo stage with DeepSpeed. Launch with `deepspeed --num_gpus N train.py --stage 1` "
         "or `torchrun --nproc_per_node N train.py --stage 1`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--config", default=None, help=HELP["config"])
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         names = [flag, "--local_rank"] if f.name == "local_rank" else [flag]
-        kwargs = {"help": HELP.get(f.name, f.name.replace("_", " "))}
-        if f.type in ("bool", bool):
+        text = HELP.get(f.name, f.name.replace("_", " "))
+        # parser defaults stay None ("not given", so a run file can set the option); the real default is shown
+        shown = f.default not in (dataclasses.MISSING, "", -1) and f.name != "local_rank"  # '' / -1: the text says
+        kwargs = {"help": f"{text} (default: {f.default!r})" if shown else text}
+        if _kind(f) is bool:
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, default=None, **kwargs)
         else:
-            py_type = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            parser.add_argument(*names, type=py_type, default=None, required=f.name == "stage", **kwargs)
+            parser.add_argument(*names, type=_kind(f), default=None, **kwargs)
     return parser
+
+
+def _kind(f: dataclasses.Field) -> type:
+    """The Python type of a TrainConfig field (annotations are strings under ``from __future__ import annotations``)."""
+    return {"int": int, "float": float, "str": str, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """Defaults < run file (--config) < command line."""
-    args = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
     values: dict = {}
     run_file = args.pop("config")
     if run_file:
         values.update(load_run_file(run_file))
     values.update({k: v for k, v in args.items() if v is not None})
+    if "stage" not in values:
+        parser.error("--stage is required (on the command line or as 'stage:' in the --config run file)")
+    if values.get("log_every", 1) < 1:
+        parser.error(f"--log-every {values['log_every']}: must be >= 1")
+    if values.get("overwrite") and values.get("resume", True):
+        parser.error("--overwrite deletes a run folder's checkpoints only with --no-resume: add --no-resume to start "
+                     "over, or drop --overwrite to resume")
     return TrainConfig(**values)
 
 
@@ -144,8 +164,32 @@ def load_run_file(path: str) -> dict:
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data or {}) - known)
+    if not isinstance(data or {}, dict):
+        raise ValueError(f"{path}: a run file is a mapping of option: value, got {type(data).__name__}")
+    data = {str(k).replace("-", "_"): v for k, v in (data or {}).items()}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{path}: unknown option(s) {unknown}; allowed: {sorted(known)}")
-    return {k.replace("-", "_"): v for k, v in (data or {}).items()}
+        raise ValueError(f"{path}: unknown option(s) {unknown}; allowed: {sorted(fields)}")
+    return {k: _run_file_value(path, k, v, _kind(fields[k])) for k, v in data.items()}
+
+
+def _run_file_value(path: str, key: str, value, kind: type):
+    """A run-file value as the option's type; numbers written as strings are read as numbers (YAML 1.1 reads
+    ``3e-4`` as a string: it wants ``3.0e-4``). Anything else is an error naming the file, the key and the type."""
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is not bool and not isinstance(value, bool):
+        if kind is str and isinstance(value, str):
+            return value
+        if kind is float and isinstance(value, (int, float)):
+            return float(value)
+        if kind is int and isinstance(value, int):
+            return value
+        if kind in (int, float) and isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    raise ValueError(f"{path}: {key}: {value!r} is not {'an' if kind is int else 'a'} {kind.__name__}; "
+                     f"write it as {'true or false' if kind is bool else f'a {kind.__name__} value'}")
