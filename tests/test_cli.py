@@ -65,6 +65,17 @@ def test_help_shows_the_real_defaults_and_the_stage_config_is_found_from_anywher
     assert Path(TrainConfig(stage=1).resolve("ds_configs/zero2.json", None).ds_config) == REPO / "ds_configs" / "zero2.json"
 
 
+def test_a_preset_applies_only_to_a_fresh_model():
+    from mumo_ds.training.config import TrainConfig
+
+    assert TrainConfig(stage=1).resolve("ds_configs/zero2.json", None).preset == "tiny"  # stage 1 starts fresh
+    assert TrainConfig(stage=1, preset="small").resolve("ds_configs/zero2.json", None).preset == "small"
+    with pytest.raises(ValueError, match=r"--preset small: .* starts from runs/stage1/export, whose size it keeps"):
+        TrainConfig(stage=2, preset="small").resolve("ds_configs/zero2.json", "runs/stage1/export")
+    fresh = TrainConfig(stage=2, preset="small", init_from="scratch").resolve("ds_configs/zero2.json", "runs/stage1/export")
+    assert (fresh.init_from, fresh.preset) == ("scratch", "small")
+
+
 def test_ds_config_batch_and_refusals(tmp_path):
     cfg = parse_config(["--stage", "1", "--ds-config", "ds_configs/zero3.json", "--micro-batch-size", "3", "--grad-accum", "2", "--max-steps", "50"])
     cfg.ds_config = str(REPO / cfg.ds_config)

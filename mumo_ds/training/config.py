@@ -18,7 +18,7 @@ class TrainConfig:
     output_dir: str = ""  # default: {runs_root}/stage{N}
     runs_root: str = "runs"
     init_from: str = "auto"  # HF folder, "scratch" (fresh preset), or "auto": the previous stage's export if any
-    preset: str = "tiny"  # model size when starting from scratch
+    preset: str = ""  # model size when starting from scratch ("": tiny); refused with any other start
     ds_config: str = ""  # default: the stage's config in ds_configs/
     max_steps: int = 100
     micro_batch_size: int = 0  # 0: take the DeepSpeed config's value
@@ -54,6 +54,10 @@ class TrainConfig:
         self.ds_config = self.ds_config or str(REPO_ROOT / stage_ds_config)
         if self.init_from == "auto":
             self.init_from = previous_export or "scratch"
+        if self.preset and self.init_from != "scratch":
+            raise ValueError(f"--preset {self.preset}: a size preset applies only to a fresh model, and this stage starts "
+                             f"from {self.init_from}, whose size it keeps; add --init-from scratch to start fresh")
+        self.preset = self.preset or "tiny"
         return self
 
     @property
@@ -76,7 +80,8 @@ HELP = {
     "runs_root": "parent folder of the per-stage run folders",
     "init_from": "HF model folder to start from, 'scratch' for a fresh --preset model, or 'auto': "
     "the previous stage's export (stage 1: scratch)",
-    "preset": "model size preset when starting from scratch (tiny, small)",
+    "preset": "model size preset of a fresh model (--init-from scratch, or stage 1's auto start): tiny (the default) "
+    "or small",
     "ds_config": "DeepSpeed JSON config; default: the stage's own in ds_configs/",
     "resume": "continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints when there is one "
     "(the default); --no-resume starts over and refuses a folder with checkpoints unless --overwrite",

@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(argv)
     stage = get_stage(cfg.stage)
     previous = str(Path(cfg.runs_root) / f"stage{stage.starts_from}" / "export") if stage.starts_from else None
-    cfg.resolve(stage.ds_config, previous)
+    try:
+        cfg.resolve(stage.ds_config, previous)
+    except ValueError as exn:
+        print(f"error: {exn}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     rank, world_size, device = distributed.setup()
     try:
         train(cfg, stage, rank, world_size, device)
