@@ -188,6 +188,16 @@ def test_sigusr1_on_one_rank_checkpoints_all_and_exits_for_requeue(sample_data, 
     assert losses(run) == uninterrupted
 
 
+@pytest.mark.distributed
+def test_a_signal_during_start_up_exits_for_requeue(sample_data, tmp_path):  # noqa: F811
+    proc, log = launch(sample_data, tmp_path, fault="signal_at_start")
+    finish(proc, log, expect_rc=1)  # torchrun: 1, the ranks 42
+    run = tmp_path / "stage2"
+    assert f"exitcode  : {PREEMPTED_EXIT_CODE}" in log.read_text()
+    assert json.loads((run / MARKER).read_text()) == {"step": 0, "checkpoint": None, "exit_code": PREEMPTED_EXIT_CODE}
+    assert committed_steps(run) == []
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

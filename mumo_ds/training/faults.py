@@ -9,11 +9,14 @@ and ``tests/test_preemption.py`` set it, production runs never do:
                             wrote its files and before the checkpoint is committed
     nan_loss:I              rank 1 (rank 0 on one rank) sees a NaN loss on micro-batch number I (1-based, counting
                             every micro-batch drawn, skipped ones included); repeat the item for more
+    signal_at_start         the last rank sends itself SIGUSR1 during start-up, before the engine is built
+                            (a scheduler's preemption signal while a big checkpoint loads)
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Callable
 
@@ -40,3 +43,8 @@ def exit_in_save(step: int, rank: int) -> None:
 
 def nan_loss(micro_index: int, rank: int, world_size: int) -> bool:
     return rank == min(1, world_size - 1) and any(int(args[0]) == micro_index for args in _items("nan_loss"))
+
+
+def signal_at_start(rank: int, world_size: int) -> None:
+    if rank == world_size - 1 and _items("signal_at_start"):
+        os.kill(os.getpid(), signal.SIGUSR1)

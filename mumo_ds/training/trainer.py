@@ -38,6 +38,7 @@ from .validation import caption_metrics, validate
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(argv)
+    preemption = Preemption()  # first: a signal during start-up (long when resuming a big checkpoint) still requeues
     stage = get_stage(cfg.stage)
     previous = str(Path(cfg.runs_root) / f"stage{stage.starts_from}" / "export") if stage.starts_from else None
     try:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     rank, world_size, device = distributed.setup()
     try:
-        train(cfg, stage, rank, world_size, device)
+        train(cfg, stage, rank, world_size, device, preemption)
     except (NonFiniteError, checkpoint.ResumeError) as exn:  # every rank raises it at the same point
         distributed.teardown()
         if rank == 0:
@@ -143,7 +144,8 @@ def make_loader(cfg: TrainConfig, stage: Stage, mc: MuMoConfig, split: str, batc
     )
 
 
-def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: torch.device) -> None:
+def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: torch.device,
+          preemption: Preemption) -> None:
     is_main = rank == 0
     out_dir = Path(cfg.output_dir)
     manifest = Manifest.load(cfg.data)
@@ -171,6 +173,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     compiled = wants_compile(cfg.compile, device)
     low_precision = training_dtype(ds_config) != torch.float32
     frozen_fp32 = frozen_weights(model) if is_main and low_precision and not cfg.dry_run else {}
+    faults.signal_at_start(rank, world_size)
     engine, scheduler = build_engine(model, ds_config)
     if compiled:
         engine.compile()
@@ -210,7 +213,6 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
 
     logger = RunLogger(out_dir / "logs", cfg.max_steps, start_step, enabled=is_main and not cfg.dry_run)
     flops_per_frame = training_flops_per_token(non_embedding, mc.num_hidden_layers, mc.hidden_size, cfg.crop_frames)
-    preemption = Preemption()
     no_checkpoint = "There is no checkpoint yet."
     guard = NonFiniteGuard(cfg.max_bad_steps, device, f"The newest checkpoint, {cfg.checkpoint_dir / start[1]}, is the "
                            "last good state." if start else no_checkpoint)
@@ -234,6 +236,20 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
 
     to_inputs = lambda batch: {**model_inputs(batch, tokenizer, mc.max_caption_tokens, device), "task": stage.task}  # noqa: E731
 
+    def stop_for_preemption(step: int, tag: str | None) -> None:
+        """Every rank: exit with PREEMPTED_EXIT_CODE, rank 0 leaving the requeue marker (``tag``: the checkpoint)."""
+        logger.close()
+        if is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_marker(out_dir, step, tag)
+            saved = f"checkpoint {cfg.checkpoint_dir / tag}" if tag else "no checkpoint yet"
+            print(f"preempted (signal on some rank) at step {step}: {saved}; exit {PREEMPTED_EXIT_CODE} "
+                  "(requeue: the next run resumes from it)", flush=True)
+        distributed.teardown()
+        raise SystemExit(PREEMPTED_EXIT_CODE)
+
+    if not cfg.dry_run and preemption.agreed(device):  # signalled during start-up: nothing new to save
+        stop_for_preemption(start_step, start[1] if start else None)
     engine.train()
     for step in range(start_step + 1, end_step + 1):
         t0 = time.perf_counter()
@@ -283,14 +299,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
             continue
         faults.pause_after_step(step, lambda: preemption.requested)
         if preemption.agreed(device):
-            tag = save(step) if last_saved != step else checkpoint.tag_for(step)
-            logger.close()
-            if is_main:
-                write_marker(out_dir, step, tag)
-                print(f"preempted (signal on some rank): saved {cfg.checkpoint_dir / tag}; exit {PREEMPTED_EXIT_CODE} "
-                      "(requeue: the next run resumes from it)", flush=True)
-            distributed.teardown()
-            raise SystemExit(PREEMPTED_EXIT_CODE)
+            stop_for_preemption(step, save(step) if last_saved != step else checkpoint.tag_for(step))
         if cfg.save_every and step % cfg.save_every == 0 and step != cfg.max_steps:
             save(step)
     logger.close()
