@@ -23,7 +23,7 @@ from transformers import AutoModel
 
 from .data import CodesLoader, expect_for
 from .modeling.generation import TASKS
-from .modeling.text import load_tokenizer, tokenize_captions
+from .modeling.text import tokenize_captions
 
 CAPTION_TASKS = {"music2text": "music", "motion2text": "motion"}  # task -> stream described
 
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="output length (a given stream sets it instead)")
     p.add_argument("--given", default=None, help="music2motion/motion2music/*2text: codes .npy [4,T] or [B,4,T] of the given stream")
     p.add_argument("--prompt-data", default=None, help="shard folder: take the prompt / given stream from its first val sample")
-    p.add_argument("--prompt-seconds", type=float, default=0.0, help="continue the first N seconds of --prompt-data")
+    p.add_argument("--prompt-seconds", type=float, default=0.0,
+                   help="text2*: continue the first N seconds of the --prompt-data sample (needs --prompt-data)")
     p.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance (1 = off)")
     p.add_argument("--top-k", type=int, default=250)
     p.add_argument("--top-p", type=float, default=0.0)
@@ -51,12 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def first_val_sample(data_dir: str, streams: tuple[str, ...], frames: int, cfg) -> dict[str, torch.Tensor]:
-    loader = CodesLoader(
-        data_dir, "val", batch_size=1, crop_frames=frames, streams=streams, shuffle=False, kinds=(streams,),
-        expect=expect_for(cfg),
-    )
-    batch = next(iter(loader))
-    return {m: batch[f"{m}_codes"][..., : int(batch[f"{m}_mask"][0].sum())] for m in streams}
+    """The first ``frames`` frames (all, if fewer) of the first val sample with ``streams``: m -> [1, K, <= frames].
+
+    The loader crops a sample longer than its ``crop_frames`` at a random offset and takes a
+    shorter one from frame 0, so the crop doubles until the whole sample fits in it.
+    """
+    crop = frames
+    while True:
+        loader = CodesLoader(
+            data_dir, "val", batch_size=1, crop_frames=crop, streams=streams, shuffle=False, kinds=(streams,),
+            expect=expect_for(cfg),
+        )
+        batch = next(iter(loader))
+        length = int(batch[f"{streams[0]}_mask"][0].sum())  # a paired sample's streams have one length
+        if length < crop:
+            return {m: batch[f"{m}_codes"][..., : min(length, frames)] for m in streams}
+        crop *= 2
 
 
 def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
@@ -64,6 +75,11 @@ def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
     generated, given = TASKS.get(args.task) or ((), CAPTION_TASKS[args.task])
     num_frames = max(1, round(args.seconds * cfg.frame_rate))
     prompts: dict[str, torch.Tensor | None] = {m: None for m in generated}
+    if args.prompt_seconds > 0 and not args.prompt_data:
+        raise SystemExit("--prompt-seconds needs --prompt-data DIR (the shards whose first val sample it continues)")
+    if args.prompt_seconds > 0 and given:
+        raise SystemExit(f"--prompt-seconds continues the generated streams of a text2* task; --task {args.task} "
+                         f"takes the whole {given} stream from --given or --prompt-data instead")
     if given:
         if args.given:
             codes = torch.from_numpy(np.load(args.given).astype(np.int64))
@@ -75,7 +91,7 @@ def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
         prompts[given] = codes
         num_frames = codes.shape[-1]
     elif args.prompt_data and args.prompt_seconds > 0:
-        prompt_frames = min(num_frames, round(args.prompt_seconds * cfg.frame_rate))
+        prompt_frames = min(num_frames, max(1, round(args.prompt_seconds * cfg.frame_rate)))
         prompts.update(first_val_sample(args.prompt_data, generated, prompt_frames, cfg))
     return prompts, num_frames
 
@@ -127,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     generated, _ = TASKS[args.task]
     text = None
     if args.text:
-        ids, mask = tokenize_captions(load_tokenizer(args.model), [args.text], cfg.max_caption_tokens)
+        ids, mask = tokenize_captions(model.saved_tokenizer(), [args.text], cfg.max_caption_tokens)
         text = {m: (ids, mask) for m in generated}
     codes = model.generate(
         num_frames, prompts, text, guidance_scale=args.guidance_scale, top_k=args.top_k, top_p=args.top_p,

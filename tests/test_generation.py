@@ -1,12 +1,15 @@
-"""Generation: cached == uncached, logits == full forward, tasks, CFG, sampling, bf16."""
+"""Generation: cached == uncached, logits == full forward, tasks, CFG, sampling, bf16, input checks; mumo-generate."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from mumo_ds.modeling import MuMoForConditionalGeneration
+from mumo_ds.generate_cli import main as generate_main
+from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.generation import TASKS, generate, sample_next
+from mumo_ds.modeling.text import load_tokenizer, tokenize_captions
 from tests.conftest import random_codes
 
 
@@ -98,3 +101,82 @@ def test_bf16_load_with_device_map_and_generate(tiny_model, captions, tmp_path):
     assert model.dtype == torch.bfloat16 and model.heads["music"].proj.weight.dtype == torch.bfloat16
     out = model.generate(6, {"music": None, "motion": None}, text_of(captions, ("music", "motion")), seed=0)
     assert out["music"].shape == (2, 4, 6) and int(out["motion"].max()) < 2048
+
+
+@pytest.mark.parametrize("stream", ["music", "motion"])
+@pytest.mark.parametrize("codebook, code", [(0, 2054), (3, 2100), (1, -1)])
+def test_given_codes_out_of_range_are_refused(tiny_model, stream, codebook, code):
+    """As in ``forward``: 2054 in codebook 0 would read codebook 1's row of the shared table, 2100 in the
+    last one is past the table, and -1 is the marker of a cell to sample (the given cell was resampled)."""
+    prompt = random_codes(1, 8, seed=4)
+    prompt[0, codebook, 3] = code
+    other = "motion" if stream == "music" else "music"
+    for frames in (8, 12):  # a whole given stream, and a prefix to continue
+        with pytest.raises(ValueError, match=rf"prompts\['{stream}'\]: {stream}_codes: codes must lie in 0\.\.2047"):
+            tiny_model.generate(frames, {stream: prompt, other: None}, guidance_scale=1.0)
+
+
+def test_one_caption_serves_every_given_item(tiny_model):
+    """Given codes for 2 items and 1 caption (what mumo-generate builds): the caption is used for both."""
+    tokenizer = load_tokenizer("byt5")
+    one = tokenize_captions(tokenizer, ["funk"], 32)
+    two = tokenize_captions(tokenizer, ["funk", "funk"], 32)
+    prompts = {"music": random_codes(2, 6, seed=5), "motion": None}
+    for scale in (1.0, 4.0):
+        out_one = tiny_model.generate(6, prompts, {"motion": one}, guidance_scale=scale, seed=3)
+        out_two = tiny_model.generate(6, prompts, {"motion": two}, guidance_scale=scale, seed=3)
+        assert torch.equal(out_one["motion"], out_two["motion"])
+    three = tokenize_captions(tokenizer, ["a", "b", "c"], 32)
+    with pytest.raises(ValueError, match=r"text\['motion'\]: 3 captions for a batch of 2"):
+        tiny_model.generate(6, prompts, {"motion": three})
+    with pytest.raises(ValueError, match=r"text\['motion'\]: 2 captions for a batch of 1"):
+        tiny_model.generate(6, {"music": random_codes(1, 2, seed=5), "motion": None}, {"motion": two})
+
+
+# -- mumo-generate ------------------------------------------------------------------------
+@pytest.fixture
+def model_dir(tiny_model, tmp_path):
+    """A folder written by ``save_pretrained`` alone: no tokenizer files (config.text_tokenizer is 'byt5')."""
+    folder = tmp_path / "model"
+    tiny_model.save_pretrained(folder)
+    return folder
+
+
+def test_cli_captions_with_a_folder_without_tokenizer_files(model_dir, tmp_path):
+    assert not (model_dir / "tokenizer_config.json").exists()
+    generate_main(["--model", str(model_dir), "--task", "text2music", "--text", "funk", "--seconds", "0.1",
+                   "--out", str(tmp_path / "out")])
+    assert np.load(tmp_path / "out" / "music.npy").shape == (1, 4, 5)
+
+
+def test_cli_given_codes_for_several_items_with_one_caption(model_dir, tmp_path):
+    given = tmp_path / "given2.npy"
+    np.save(given, random_codes(2, 4, seed=6).numpy().astype(np.int16))
+    generate_main(["--model", str(model_dir), "--task", "music2motion", "--given", str(given), "--text", "funk",
+                   "--out", str(tmp_path / "out")])
+    assert np.load(tmp_path / "out" / "motion.npy").shape == (2, 4, 4)
+    assert np.array_equal(np.load(tmp_path / "out" / "music.npy"), np.load(given))
+
+
+def test_cli_prompt_seconds_continues_the_start_of_the_sample(tmp_path):
+    """--prompt-seconds 0.2 continues frames 0..9 of the first val sample (the loader's crop is a random window)."""
+    from mumo_ds.data import ShardWriter
+
+    codec = {"name": "test-codec", "sample_rate": 32000, "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}
+    motion_tokenizer = {"name": "test-motion", "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048}
+    music = random_codes(1, 200, seed=7)[0].numpy().astype(np.int16)  # [4, 200]: 4 s
+    shards = ShardWriter(tmp_path / "data", "val", samples_per_shard=2, codec=codec, motion_tokenizer=motion_tokenizer)
+    with shards as w:
+        w.write("first", music=music, meta={"captions": {"music": "funk"}})
+    torch.manual_seed(0)
+    config = MuMoConfig.from_preset("tiny", music_codec="test-codec", motion_tokenizer="test-motion")
+    MuMoForConditionalGeneration(config).save_pretrained(tmp_path / "model")
+    args = ["--model", str(tmp_path / "model"), "--task", "text2music", "--seconds", "0.4", "--prompt-seconds", "0.2"]
+    generate_main([*args, "--prompt-data", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    out = np.load(tmp_path / "out" / "music.npy")
+    assert out.shape == (1, 4, 20) and np.array_equal(out[0, :, :10], music[:, :10])
+    with pytest.raises(SystemExit, match="--prompt-seconds needs --prompt-data"):  # it was silently ignored
+        generate_main([*args, "--out", str(tmp_path / "out2")])
+    given = ["--model", str(tmp_path / "model"), "--task", "music2motion", "--prompt-data", str(tmp_path / "data")]
+    with pytest.raises(SystemExit, match="--prompt-seconds continues the generated streams of a text2"):
+        generate_main([*given, "--prompt-seconds", "0.2", "--out", str(tmp_path / "out3")])

@@ -80,6 +80,37 @@ def _text_states(model, text, streams, batch, guidance_scale, device):
     return states
 
 
+def _check_prompt(model, stream: str, codes: torch.Tensor) -> None:
+    """Given codes must be real codes [B, K, P] of this model, as ``forward`` requires.
+
+    The codebooks share one embedding table, so an id past ``codebook_size`` would read the next
+    codebook's row, and -1 is the marker of a cell still to be sampled.
+    """
+    try:
+        model._check_codes(stream, codes)
+    except ValueError as exn:
+        raise ValueError(
+            f"prompts[{stream!r}]: {exn}. Give codes from the tokenizer this model was trained on "
+            f"(config.{'music_codec' if stream == 'music' else 'motion_tokenizer'}), only the known frames "
+            "(a prefix P <= num_frames; no -1 or pad ids)"
+        ) from None
+
+
+def _captions_for_batch(text: dict, batch: int) -> dict:
+    """Captions for ``batch`` rows: a single caption is repeated; any other count than ``batch`` is refused."""
+    out = {}
+    for m, (ids, mask) in text.items():
+        if ids is not None and ids.shape[0] != batch:
+            if ids.shape[0] != 1:
+                raise ValueError(
+                    f"text[{m!r}]: {ids.shape[0]} captions for a batch of {batch} (the prompts' batch, else the "
+                    "largest caption batch); give one caption per item, or one for all"
+                )
+            ids, mask = ids.repeat(batch, 1), None if mask is None else mask.repeat(batch, 1)
+        out[m] = (ids, mask)
+    return out
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -103,7 +134,8 @@ def generate(
         num_frames: frames per stream, given frames included.
         prompts: stream -> given codes [B, K, P] (P <= num_frames; P = num_frames teacher-forces the
             whole stream, e.g. the music of music-to-motion) or None.
-        text: stream -> (caption ids [B, L], mask [B, L]); a missing stream gets the null caption.
+        text: stream -> (caption ids [B, L], mask [B, L]); a missing stream gets the null caption. One
+            caption ([1, L]) is used for every item.
         guidance_scale: classifier-free guidance scale; 1.0 turns guidance off (no doubled batch).
         top_k, top_p, temperature: sampling; temperature 0 is greedy.
         seed: the same seed gives the same codes.
@@ -119,20 +151,25 @@ def generate(
     unknown = sorted(set(prompts) - set(cfg.modalities))
     if unknown or not streams:
         raise ValueError(f"prompts: streams {sorted(prompts)}; this model has {cfg.modalities}")
-    sized = [p for p in prompts.values() if p is not None] + [ids for ids, _ in (text or {}).values() if ids is not None]
-    batch = sized[0].shape[0] if sized else batch_size
+    for m in streams:
+        if prompts[m] is not None:
+            _check_prompt(model, m, prompts[m])
+    given = [p for p in prompts.values() if p is not None]
+    captions = [ids for ids, _ in (text or {}).values() if ids is not None]
+    batch = given[0].shape[0] if given else max((ids.shape[0] for ids in captions), default=batch_size)
+    text = _captions_for_batch(text or {}, batch)
     grids = {}
     for m in streams:
         grid = torch.full((batch, k_books, num_frames), UNKNOWN, dtype=torch.long, device=device)
         prompt = prompts[m]
         if prompt is not None:
-            if prompt.shape[0] != batch or prompt.shape[1] != k_books or prompt.shape[2] > num_frames:
+            if prompt.shape[0] != batch or prompt.shape[2] > num_frames:
                 raise ValueError(f"{m} prompt: shape {list(prompt.shape)}, expected [{batch}, {k_books}, <= {num_frames}]")
             grid[..., : prompt.shape[-1]] = prompt.to(device)
         grids[m] = grid
     guided = guidance_scale != 1.0
     rows = 2 * batch if guided else batch
-    text_states = _text_states(model, text or {}, streams, batch, guidance_scale, device)
+    text_states = _text_states(model, text, streams, batch, guidance_scale, device)
     generator = torch.Generator().manual_seed(seed)
     num_steps = num_frames + k_books - 1
     if use_cache:
