@@ -54,3 +54,10 @@ class NonFiniteGuard:
                 f"step {step}: gradient norm {grad_norm} with a finite loss; the update is already applied (fp32), "
                 f"so the run stops without saving. {self.hint} Lower the lr or enable gradient clipping, then rerun."
             )
+
+
+def gradient_norm(module: torch.nn.Module) -> float:
+    """L2 norm over every gradient of ``module``: the one to report where DeepSpeed reports none (ZeRO-0). Call it
+    after the backward of an accumulation boundary (gradients all-reduced) and before ``engine.step()``."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0

@@ -29,7 +29,7 @@ from . import checkpoint, distributed, faults
 from .config import TrainConfig, parse_config
 from .engine import attn_implementation, build_engine, load_ds_config, training_dtype, wants_compile
 from .export import consolidated_state_dict, export_hf, frozen_weights
-from .guards import NonFiniteError, NonFiniteGuard
+from .guards import NonFiniteError, NonFiniteGuard, gradient_norm
 from .metrics import RunLogger, memory_mb, mfu, training_flops_per_token
 from .preemption import PREEMPTED_EXIT_CODE, Preemption, clear_marker, write_marker
 from .stages import Stage, apply_stage, get_stage, loss_weights
@@ -250,6 +250,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
 
     if not cfg.dry_run and preemption.agreed(device):  # signalled during start-up: nothing new to save
         stop_for_preemption(start_step, start[1] if start else None)
+    own_grad_norm = engine.zero_optimization_stage() == 0  # DeepSpeed reports no gradient norm there
+    boundary_norm = None
     engine.train()
     for step in range(start_step + 1, end_step + 1):
         t0 = time.perf_counter()
@@ -265,10 +267,14 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
             if not guard.loss_ok(out.loss, step, poison=faults.nan_loss(micro_index, rank, world_size)):
                 continue
             engine.backward(out.loss)
+            if own_grad_norm and engine.is_gradient_accumulation_boundary():
+                boundary_norm = gradient_norm(engine.module)
             engine.step()
             outputs.append(out)
             used.append(batch)
         grad_norm = engine.get_global_grad_norm()
+        if grad_norm is None and own_grad_norm:
+            grad_norm = boundary_norm
         guard.check_grad_norm(grad_norm, step)
         validating = bool(cfg.val_every) and step % cfg.val_every == 0 and not cfg.dry_run
         if step % cfg.log_every == 0 or step == cfg.max_steps or validating or cfg.dry_run:
