@@ -106,3 +106,8 @@ def test_weight_decay_skips_norms_biases_and_embeddings(tiny_model):
     assert any("norm" in n for n in plain) and all(p.ndim == 1 or n.startswith("embeddings.") for n, p in
                                                      tiny_model.named_parameters() if n in plain)
     assert len(decay["params"]) + len(no_decay["params"]) == sum(1 for p in tiny_model.parameters() if p.requires_grad)
+    captioner = MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", captioning=True))  # stage 3's T5 decoder
+    _, no_decay = param_groups(captioner, 0.1)
+    plain = {id(p) for p in no_decay["params"]}
+    tables = [n for n, p in captioner.named_parameters() if "caption_decoder" in n and p.ndim == 2 and id(p) in plain]
+    assert "caption_decoder.t5.shared.weight" in tables and any("relative_attention_bias" in n for n in tables), tables

@@ -94,13 +94,13 @@ def _walk(node, prefix=""):
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters in two groups: decayed matrices, and norms/biases/embeddings without decay."""
+    """Trainable parameters in two groups: decayed matrices, and norms/biases/embedding tables (every
+    ``nn.Embedding``: the codebook tables, T5's shared table and relative position biases) without decay."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        plain = param.ndim < 2 or name.startswith("embeddings.") or ".norm" in name or "layer_norm" in name
-        (no_decay if plain else decay).append(param)
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or id(param) in tables else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
