@@ -82,6 +82,89 @@ def test_find_checkpoints_expands_runs(tmp_path):
         find_checkpoints([str(tmp_path / "nothing")])
 
 
+def test_checkpoints_of_two_runs_or_two_model_folders_get_distinct_names(setup, tmp_path):
+    from mumo_ds.eval.evaluate import checkpoint_names
+
+    runs = [tmp_path / run / "checkpoints" / "step00000040" for run in ("runsA", "runsB")]
+    runs.append(tmp_path / "runsA" / "checkpoints" / "step00000020")
+    exports = [tmp_path / "runsA" / "export", tmp_path / "runsB" / "export"]
+    assert checkpoint_names(runs + exports) == [
+        "runsA-step00000040", "runsB-step00000040", "step00000020", "runsA-export", "runsB-export"]
+    with pytest.raises(SystemExit, match="more than once"):
+        checkpoint_names([runs[0], runs[0].parent / ".." / "checkpoints" / "step00000040"])
+    # two HF folders both called `model`, with different weights: two rows, two results
+    for parent, epoch in (("a", "epoch01"), ("b", "epoch02")):
+        (tmp_path / parent).mkdir()
+        (tmp_path / parent / "model").symlink_to(setup / "run" / epoch)
+    args = ["--task", "music2motion", "--data", str(setup / "data"), "--seconds", "0.6", "--num-samples", "2",
+            "--batch-size", "2", "--motion-vqvae", str(setup / "vqvae")]
+    out = tmp_path / "out"
+    main(["--checkpoints", str(tmp_path / "a" / "model"), str(tmp_path / "b" / "model"), "--out", str(out), *args])
+    rows = (out / "table.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["a-model", "b-model"]
+    a, b = (json.loads((out / "results" / f"{n}.json").read_text()) for n in ("a-model", "b-model"))
+    assert a["checkpoint"] != b["checkpoint"] and a["fid_k"] != b["fid_k"]
+    # across runs of mumo-eval: a result file is only reused for the checkpoint that wrote it
+    main(["--checkpoints", str(tmp_path / "a" / "model"), "--out", str(out), *args])
+    with pytest.raises(SystemExit, match=r"model\.json holds the result of .*epoch01, not of .*b/model"):
+        main(["--checkpoints", str(tmp_path / "b" / "model"), "--out", str(out), *args])
+
+
+def test_conditions_skip_clips_shorter_than_seconds_and_give_exactly_num_samples(tmp_path, capsys):
+    """The loader pads a short clip with code 0 (mask False): such clips are left out, not generated over."""
+    from types import SimpleNamespace
+
+    from mumo_ds.data.sample_codes import MOTION_TOKENIZER, MUSIC_CODEC
+    from mumo_ds.data.writer import ShardWriter
+    from mumo_ds.eval.evaluate import conditions
+
+    lengths = {"a": 30, "short1": 10, "b": 30, "c": 20, "short2": 19, "d": 40, "e": 30, "f": 20}
+    with ShardWriter(tmp_path, "val", samples_per_shard=3, codec=MUSIC_CODEC, motion_tokenizer=MOTION_TOKENIZER) as w:
+        for key, frames in lengths.items():
+            clip = (np.arange(4 * frames).reshape(4, frames) % 2048).astype(np.int16)
+            w.write(key, music=clip, motion=clip, meta={"captions": {"music": "m", "motion": "d"}})
+    config = MuMoConfig.from_preset("tiny", music_codec=MUSIC_CODEC["name"], motion_tokenizer=MOTION_TOKENIZER["name"])
+    args = SimpleNamespace(task="music2motion", data=str(tmp_path), batch_size=2, seconds=0.4, num_samples=3)
+    batches = conditions(args, config)  # 0.4 s = 20 frames
+    assert [k for b in batches for k in b["keys"]] == ["a", "b", "c"]
+    assert all(b[f"{m}_mask"].all() and b[f"{m}_codes"].shape[0] == len(b["keys"])
+               for b in batches for m in ("music", "motion"))
+    assert "skipped 1 val clip(s) shorter than --seconds 0.4 (20 frames)" in capsys.readouterr().out
+    args.num_samples = 10  # more than there are: all six long enough
+    assert [k for b in conditions(args, config) for k in b["keys"]] == ["a", "b", "c", "d", "e", "f"]
+    args.seconds = 1.0
+    with pytest.raises(SystemExit, match="no val clip .* is at least --seconds 1 long"):
+        conditions(args, config)
+
+
+def test_clips_whose_music_has_no_beats_are_left_out_of_beat_align(setup, tmp_path, monkeypatch):
+    from mumo_ds.eval.motion_metrics import mean_beat_align
+
+    assert mean_beat_align([np.array([]), np.array([1.0])], [np.array([1.0]), np.array([1.0])]) == (1.0, 1)
+    score, skipped = mean_beat_align([np.array([])], [np.array([1.0])])
+    assert np.isnan(score) and skipped == 1
+    calls = []
+
+    def first_silent(audio, rate):  # the first clip's music has no beats, the others two
+        calls.append(audio)
+        return np.array([]) if len(calls) == 1 else np.array([0.1, 0.3])
+
+    monkeypatch.setattr("mumo_ds.eval.evaluate.music_beats", first_silent)
+    args = ["--checkpoints", str(setup / "run" / "epoch01"), "--task", "music2motion", "--data", str(setup / "data"),
+            "--seconds", "0.6", "--num-samples", "3", "--batch-size", "2", "--motion-vqvae", str(setup / "vqvae"),
+            "--codec", str(setup / "codec")]
+    main([*args, "--out", str(tmp_path / "one")])
+    result = json.loads((tmp_path / "one" / "results" / "epoch01.json").read_text())
+    assert len(calls) == 3 and result["num_samples"] == 3 and result["beat_align_skipped"] == 1
+    assert 0 <= result["beat_align"] <= 1 and result["fid_k"] >= 0
+    assert "beat_align_skipped" not in (tmp_path / "one" / "table.csv").read_text()
+    # no clip with beats: NaN, and the other metrics are kept
+    monkeypatch.setattr("mumo_ds.eval.evaluate.music_beats", lambda audio, rate: np.array([]))
+    main([*args, "--out", str(tmp_path / "none")])
+    result = json.loads((tmp_path / "none" / "results" / "epoch01.json").read_text())
+    assert np.isnan(result["beat_align"]) and result["beat_align_skipped"] == 3 and result["fid_k"] >= 0
+
+
 def test_render_and_loss_plot(tmp_path):
     t = np.linspace(0, 1, 20)
     clip = np.zeros((20, 22, 3))

@@ -5,14 +5,20 @@
 
 ``--checkpoints`` takes run folders (every checkpoint under ``checkpoints/`` plus ``export/``), HF model
 folders, DeepSpeed checkpoint tag folders, or globs of these. For each checkpoint, the val split's
-first ``--num-samples`` samples are used as conditions and references, generated with seeds
-``seed + i``. Motion tasks report FID_k, FID_m, Div_k, Div_m (and the Beat Align Score when music
-can be decoded); music tasks report the Fréchet distance of EnCodec embeddings (``fd_encodec``) and,
-with ``--classifier DIR`` (a local audio-classification folder, e.g. an AudioSet AST), the KL between
-the label distributions of each generated clip and its reference (``kl``) and the Fréchet distance of
-the classifier's embeddings (``fd_classifier``). Results are kept per
-checkpoint in ``OUT/results/NAME.json`` (finished checkpoints are not recomputed), and summarised in
-``OUT/table.csv``, ``OUT/table.md``, one PNG per metric and ``OUT/best.json``.
+first ``--num-samples`` samples at least ``--seconds`` long are used as conditions and references
+(batch ``i`` generated with seed ``seed + i``). Shorter clips are skipped, and their number printed:
+the loader pads them with code 0, which would be given to the model as music and decoded into the
+clips that the metrics compare. Motion tasks report FID_k, FID_m, Div_k, Div_m (and the Beat Align
+Score when music can be decoded; clips whose music has no beats are left out of it, counted in
+``beat_align_skipped``, and it is NaN when no clip has any); music tasks report the Fréchet
+distance of EnCodec embeddings (``fd_encodec``) and, with ``--classifier DIR`` (a local
+audio-classification folder, e.g. an AudioSet AST), the KL between the label distributions of each
+generated clip and its reference (``kl``) and the Fréchet distance of the classifier's embeddings
+(``fd_classifier``). Results are kept per checkpoint in ``OUT/results/NAME.json`` (finished
+checkpoints are not recomputed), and summarised in ``OUT/table.csv``, ``OUT/table.md``, one PNG
+per metric and ``OUT/best.json``. NAME is the checkpoint's folder name (``RUN-export`` for a run's
+export), with its parent folders where two checkpoints would share one (``runA-step00000040``,
+``runB-step00000040``); a result file is reused only for the checkpoint that wrote it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import csv
 import glob
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +38,11 @@ from ..modeling import MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.generation import TASKS
 from ..modeling.text import tokenize_captions
 from ..viz.plots import plot_metric
-from .motion_metrics import beat_align_score, motion_beats, motion_metrics, music_beats
+from .motion_metrics import mean_beat_align, motion_beats, motion_metrics, music_beats
 from .music_metrics import AudioClassifier, EncodecEmbedder, classifier_metrics, music_fd
 
 LOWER_IS_BETTER = ("fid", "fd", "kl")
+NOT_METRICS = ("checkpoint", "num_samples", "beat_align_skipped")  # result keys left out of the tables
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -77,8 +85,47 @@ def load_checkpoint(path: Path) -> MuMoForConditionalGeneration:
     return model.eval()
 
 
-def checkpoint_name(path: Path) -> str:
-    return path.name if path.name != "export" else f"{path.parent.name}-export"
+def checkpoint_names(paths: list[Path]) -> list[str]:
+    """One readable name per checkpoint, unique among ``paths``.
+
+    The folder name (``RUN-export`` for a run's export); where two checkpoints would share a name,
+    those two take parent folders until they differ (the ``checkpoints`` folder of a run is left out):
+    runsA/checkpoints/step00000040, runsB/checkpoints/step00000040 -> runsA-step00000040, runsB-step00000040.
+    Refuses a checkpoint listed twice (overlapping globs), and names that still collide.
+    """
+    resolved = [p.resolve() for p in paths]
+    twice = sorted({str(p) for p in resolved if resolved.count(p) > 1})
+    if twice:
+        raise SystemExit(f"--checkpoints lists {twice} more than once (overlapping globs?); name each checkpoint once")
+    parts = []
+    for path in paths:
+        folders = list(Path(os.path.abspath(path)).parts[1:])  # without the root
+        if len(folders) >= 2 and folders[-2] == "checkpoints":
+            del folders[-2]
+        parts.append(folders)
+    depth = [2 if p.name == "export" else 1 for p in paths]
+    while True:
+        names = ["-".join(folders[-d:]) for folders, d in zip(parts, depth)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            break
+        for i in clash:
+            depth[i] += 1
+    same = sorted({str(p) for p, n in zip(paths, names) if names.count(n) > 1})
+    if same:
+        raise SystemExit(f"--checkpoints {same}: no unique name for these checkpoints; evaluate them into separate --out")
+    return names
+
+
+def cached_result(result_file: Path, path: Path) -> dict | None:
+    """The result ``path`` left in ``result_file`` by an earlier run; refuses one of another checkpoint."""
+    if not result_file.is_file():
+        return None
+    result = json.loads(result_file.read_text())
+    if result.get("checkpoint", str(path.resolve())) != str(path.resolve()):  # files without one predate the check
+        raise SystemExit(f"{result_file} holds the result of {result['checkpoint']}, not of {path}: "
+                         f"use another --out, or remove the file to evaluate {path} here")
+    return result
 
 
 # ---------------------------------------------------------------------- decoding
@@ -111,21 +158,37 @@ class Decoders:
 
 # --------------------------------------------------------------------- evaluation
 def conditions(args, cfg) -> list[dict]:
-    """The first ``num_samples`` val samples that have the streams the task needs, as batches."""
+    """The first ``num_samples`` val samples that have the streams the task needs and at least
+    ``args.seconds`` of them, as batches (the last one cut to reach exactly ``num_samples``).
+
+    Shorter samples are skipped (counted and printed): the loader pads them with code 0 (``*_mask``
+    False), and the model would take the padding as given music, the metrics as frames of the clips.
+    """
     generated, given = TASKS[args.task]
     streams = tuple(sorted(set(generated) | ({given} if given else set()), key=("music", "motion").index))
+    frames = round(args.seconds * cfg.frame_rate)
     loader = CodesLoader(
-        args.data, "val", batch_size=args.batch_size, crop_frames=round(args.seconds * cfg.frame_rate),
+        args.data, "val", batch_size=args.batch_size, crop_frames=frames,
         streams=streams, shuffle=False, kinds=(streams,),
         expect=expect_for(cfg),
     )
-    batches = []
+    batches, used, short = [], 0, 0
     for batch in loader:
         if loader.state_dict()["epoch"] > 0:  # the loader is infinite: one pass over val is all there is
             break
-        batches.append(batch)
-        if sum(len(b["keys"]) for b in batches) >= args.num_samples:
+        whole = torch.stack([batch[f"{m}_mask"].all(dim=1) for m in streams]).all(dim=0)  # [B], no padding
+        short += int((~whole).sum())
+        keep = whole.nonzero().flatten().tolist()[: args.num_samples - used]
+        if keep:
+            batches.append({k: v[keep] if torch.is_tensor(v) else [v[i] for i in keep] for k, v in batch.items()})
+            used += len(keep)
+        if used >= args.num_samples:
             break
+    if short:
+        print(f"skipped {short} val clip(s) shorter than --seconds {args.seconds:g} ({frames} frames)", flush=True)
+    if not batches:
+        raise SystemExit(f"{args.data}: no val clip with {streams} is at least --seconds {args.seconds:g} long; "
+                         "lower --seconds")
     return batches
 
 
@@ -162,8 +225,10 @@ def evaluate_checkpoint(model, args, batches: list[dict], decoders: Decoders) ->
         if decoders.codec is not None and conditions_music:
             audio = [a for c in conditions_music for a in decoders.audio(c)]
             rate = decoders.codec.info.sample_rate
-            scores = [beat_align_score(music_beats(a, rate), motion_beats(j, fps)) for a, j in zip(audio, gen)]
-            result["beat_align"] = float(np.mean(scores))
+            score, skipped = mean_beat_align([music_beats(a, rate) for a in audio], [motion_beats(j, fps) for j in gen])
+            result["beat_align"], result["beat_align_skipped"] = score, float(skipped)
+            if skipped:
+                print(f"beat_align: {skipped} of {len(audio)} clip(s) left out, their music has no beats", flush=True)
     if "music" in generated:
         if decoders.codec is None:
             raise SystemExit("music metrics need --codec DIR (an EnCodec folder to decode codes to audio)")
@@ -177,7 +242,7 @@ def evaluate_checkpoint(model, args, batches: list[dict], decoders: Decoders) ->
 
 
 def summarise(rows: list[tuple[str, dict]], args, out: Path) -> None:
-    metrics = [k for k in rows[0][1] if k != "num_samples"]
+    metrics = [k for k in rows[0][1] if k not in NOT_METRICS]
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["checkpoint", *metrics])
@@ -221,20 +286,22 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results").mkdir(parents=True, exist_ok=True)
     decoders = Decoders(args.codec, args.motion_vqvae, args.classifier)
     rows, batches = [], None
-    for path in find_checkpoints(args.checkpoints):
-        name = checkpoint_name(path)
+    paths = find_checkpoints(args.checkpoints)
+    names = checkpoint_names(paths)
+    cached = [cached_result(out / "results" / f"{name}.json", path) for path, name in zip(paths, names)]
+    for path, name, result in zip(paths, names, cached):
         result_file = out / "results" / f"{name}.json"
-        if result_file.is_file():  # resumable: finished checkpoints are kept
-            rows.append((name, json.loads(result_file.read_text())))
+        if result is not None:  # resumable: finished checkpoints are kept
+            rows.append((name, result))
             continue
         model = load_checkpoint(path)
         batches = batches or conditions(args, model.config)
-        result = evaluate_checkpoint(model, args, batches, decoders)
+        result = {"checkpoint": str(path.resolve()), **evaluate_checkpoint(model, args, batches, decoders)}
         tmp = result_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(result_file)
         rows.append((name, result))
-        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()), flush=True)
+        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k != "checkpoint"), flush=True)
     if not rows:
         raise SystemExit(f"no checkpoints found in {args.checkpoints}")
     summarise(rows, args, out)

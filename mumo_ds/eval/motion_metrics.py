@@ -64,3 +64,11 @@ def beat_align_score(music: np.ndarray, motion: np.ndarray, sigma: float = 0.05)
         return 0.0
     nearest = np.abs(music[:, None] - motion[None, :]).min(axis=1)
     return float(np.exp(-(nearest**2) / (2 * sigma**2)).mean())
+
+
+def mean_beat_align(music: list[np.ndarray], motion: list[np.ndarray], sigma: float = 0.05) -> tuple[float, int]:
+    """Mean Beat Align Score over paired clips (beat times of each clip's music and dance), and how many
+    clips were left out because their music has no beats (the score is undefined there; one such clip
+    must not sink the others). NaN when no clip's music has beats."""
+    scores = [beat_align_score(m, d, sigma) for m, d in zip(music, motion, strict=True) if len(m) > 0]
+    return (float(np.mean(scores)) if scores else float("nan")), len(music) - len(scores)
