@@ -31,6 +31,21 @@ def test_stage_loss_weights_override_the_model_config():
         loss_weights(bad, model)
 
 
+
+def test_mfu_counts_the_parameters_a_frame_goes_through():
+    """A frame of one stream uses one modality's experts and head: the bimodal model's N is the music-only one's."""
+    import torch
+
+    from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
+    from mumo_ds.training.metrics import params_per_frame
+
+    torch.manual_seed(0)
+    both, music = (MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", modalities=m, captioning=True))
+                   for m in (["music", "motion"], ["music"]))
+    expected = sum(p.numel() for n, p in music.named_parameters()
+                   if not n.startswith(("embeddings.", "text_encoder.", "caption_decoder.")) and "caption_self_attn" not in n)
+    assert params_per_frame(both) == params_per_frame(music) == expected
+
 @pytest.mark.distributed
 def test_dry_run_prints_plan_and_one_step_and_writes_nothing(sample_data, tmp_path):  # noqa: F811
     proc = torchrun(1, *COMMON, "--data", str(sample_data), "--runs-root", str(tmp_path / "runs"), "--dry-run",

@@ -21,6 +21,20 @@ def training_flops_per_token(num_params_non_embedding: int, num_layers: int, hid
     return 6.0 * num_params_non_embedding + 12.0 * num_layers * hidden * context
 
 
+def params_per_frame(model: torch.nn.Module) -> int:
+    """The N of :func:`training_flops_per_token` for a MuMo model: the parameters one frame of one stream goes
+    through. Shared layers plus one modality's FFN experts and head (a frame never touches another modality's);
+    no embedding tables, no text encoder (it runs once per caption, not per frame), no captioning modules."""
+    others = model.config.modalities[1:]  # every modality's experts and head have the same size as the first's
+
+    def used(name: str) -> bool:
+        if name.startswith(("embeddings.", "text_encoder.", "caption_decoder.")) or ".caption_self_attn." in name:
+            return False
+        return not any(f".experts.{m}." in name or name.startswith(f"heads.{m}.") for m in others)
+
+    return sum(p.numel() for n, p in model.named_parameters() if used(n))
+
+
 def mfu(frames_per_s: float, flops_per_frame: float, peak_tflops: float, world_size: int) -> float:
     """Model FLOPs utilisation: achieved model FLOP/s over the peak of all devices.
 

@@ -30,7 +30,7 @@ from .config import TrainConfig, parse_config
 from .engine import attn_implementation, build_engine, load_ds_config, training_dtype, wants_compile
 from .export import consolidated_state_dict, export_hf, frozen_weights
 from .guards import NonFiniteError, NonFiniteGuard, gradient_norm
-from .metrics import RunLogger, memory_mb, mfu, training_flops_per_token
+from .metrics import RunLogger, memory_mb, mfu, params_per_frame, training_flops_per_token
 from .preemption import PREEMPTED_EXIT_CODE, Preemption, clear_marker, write_marker
 from .stages import Stage, apply_stage, get_stage, loss_weights
 from .validation import caption_metrics, validate
@@ -166,9 +166,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     make_val_loader = lambda: make_loader(cfg, stage, mc, "val", micro, rank, world_size)  # noqa: E731
     if cfg.val_every:
         make_val_loader()  # refuse a missing val split now, not at the first validation
-    non_embedding = sum(
-        p.numel() for n, p in model.named_parameters() if not n.startswith(("embeddings.", "text_encoder."))
-    )
+    non_embedding = params_per_frame(model)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)  # before ZeRO-3 partitions them
     compiled = wants_compile(cfg.compile, device)
     low_precision = training_dtype(ds_config) != torch.float32
