@@ -52,22 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def first_val_sample(data_dir: str, streams: tuple[str, ...], frames: int, cfg) -> dict[str, torch.Tensor]:
-    """The first ``frames`` frames (all, if fewer) of the first val sample with ``streams``: m -> [1, K, <= frames].
-
-    The loader crops a sample longer than its ``crop_frames`` at a random offset and takes a
-    shorter one from frame 0, so the crop doubles until the whole sample fits in it.
-    """
-    crop = frames
-    while True:
-        loader = CodesLoader(
-            data_dir, "val", batch_size=1, crop_frames=crop, streams=streams, shuffle=False, kinds=(streams,),
-            expect=expect_for(cfg),
-        )
-        batch = next(iter(loader))
-        length = int(batch[f"{streams[0]}_mask"][0].sum())  # a paired sample's streams have one length
-        if length < crop:
-            return {m: batch[f"{m}_codes"][..., : min(length, frames)] for m in streams}
-        crop *= 2
+    """The first ``frames`` frames (all, if fewer) of the first val sample with ``streams``: m -> [1, K, <= frames]."""
+    loader = CodesLoader(
+        data_dir, "val", batch_size=1, crop_frames=frames, streams=streams, shuffle=False, kinds=(streams,),
+        expect=expect_for(cfg), random_crop=False,
+    )
+    batch = next(iter(loader))
+    return {m: batch[f"{m}_codes"][..., : int(batch[f"{m}_mask"][0].sum())] for m in streams}
 
 
 def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:

@@ -346,6 +346,9 @@ def test_random_crop_shares_offset_across_streams(tmp_path):
             assert torch.equal(crop, torch.from_numpy(full[:, start : start + 30]))
             offsets.add(start)
     assert len(offsets) > 1  # crops are random, not always 0
+    for batch in take(CodesLoader(tmp_path, "train", batch_size=3, crop_frames=30, seed=3, random_crop=False), 4):
+        for key, crop in zip(batch["keys"], batch["music_codes"]):  # from each sample's first frame
+            assert torch.equal(crop, torch.from_numpy(codes(100, 10 * int(key[1:])).astype(np.int64)[:, :30]))
 
 
 def test_state_dict_resume_gives_exactly_the_next_batch(tmp_path):

@@ -111,6 +111,7 @@ class CodesLoader:
         split: e.g. "train" or "val".
         batch_size: samples per batch; every batch has one kind (set of streams).
         crop_frames: frames per sample in the batch: random crop, or pad with 0 + mask.
+        random_crop: False crops every sample from its first frame (prompts, reproducible evaluation).
         streams: modalities to use; ("motion",) keeps samples with motion and drops their music.
         rank, world_size: this process's place among data-parallel ranks.
         seed: seeds shard order, sample shuffle and crops (with the epoch).
@@ -143,6 +144,7 @@ class CodesLoader:
         expect: dict | None = None,
         verify: bool = False,
         kinds: tuple[tuple[str, ...], ...] | None = None,
+        random_crop: bool = True,
     ):
         self.data_dir = Path(data_dir)
         manifest_path = self.data_dir / MANIFEST_NAME
@@ -181,6 +183,7 @@ class CodesLoader:
                 )
         self.batch_size = batch_size
         self.crop_frames = crop_frames
+        self.random_crop = random_crop
         self.streams = tuple(m for m in MODALITIES if m in streams)
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle, self.shuffle_buffer = shuffle, shuffle_buffer
@@ -216,7 +219,8 @@ class CodesLoader:
                 if produced <= skip:  # replaying up to a restored position
                     continue
                 self._batches_in_epoch = produced
-                offsets = [crop_offset(s, self.crop_frames, seed=self.seed, epoch=epoch) for s in samples]
+                offsets = [crop_offset(s, self.crop_frames, seed=self.seed, epoch=epoch) if self.random_crop else 0
+                           for s in samples]
                 yield collate(samples, offsets, self.crop_frames)
             if produced == 0:
                 raise DataError(
