@@ -326,8 +326,12 @@ def test_streams_selection_and_homogeneous_batches(tmp_path):
     assert batches[0]["music_captions"] == [""] and batches[0]["motion_captions"] == ["motion caption of pair"]
     assert motion_only.stats.filtered == 2  # "musiconly" in each of 2 epochs
     both = CodesLoader(tmp_path, "train", batch_size=2, crop_frames=40, shuffle=False)
-    with pytest.raises(DataError, match="gave no batch of 2"):
+    with pytest.raises(DataError, match=r"rank 0/1, epoch 0: this rank's shards hold fewer than 2 samples with "
+                       r"streams \('music', 'motion'\)"):
         take(both, 1)  # one sample of each kind: no bucket ever fills
+    paired = CodesLoader(tmp_path, "train", batch_size=2, crop_frames=40, kinds=(("music", "motion"),))
+    with pytest.raises(DataError, match=r"fewer than 2 samples of kind \[\('music', 'motion'\)\] .* kinds are interleaved"):
+        take(paired, 1)
 
 
 def test_random_crop_shares_offset_across_streams(tmp_path):

@@ -223,10 +223,13 @@ class CodesLoader:
                            for s in samples]
                 yield collate(samples, offsets, self.crop_frames)
             if produced == 0:
+                wanted = f"samples of kind {sorted(self.kinds)}" if self.kinds else f"samples with streams {self.streams}"
                 raise DataError(
-                    f"{self.data_dir}: split {self.split!r}, rank {self.rank}/{self.world_size}, epoch {epoch} "
-                    f"gave no batch of {self.batch_size} for streams {self.streams} (stats {self.stats.as_dict()}); "
-                    "lower batch_size, use fewer ranks, or add data"
+                    f"{self.data_dir}: split {self.split!r}, rank {self.rank}/{self.world_size}, epoch {epoch}: "
+                    f"this rank's shards hold fewer than {self.batch_size} {wanted} (stats {self.stats.as_dict()}). "
+                    "Each rank reads its own shards, so every kind the mix draws must be spread over them: build the "
+                    "shards from a JSONL whose kinds are interleaved (build_shards keeps the input order), or lower "
+                    "the batch size, use fewer ranks, or add data"
                 )
             log.info("epoch %d done on rank %d: %d batches, stats %s", epoch, self.rank, produced, self.stats.as_dict())
             self._epoch, self._batches_in_epoch = epoch + 1, 0
