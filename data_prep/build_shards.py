@@ -21,6 +21,8 @@ import hashlib
 import logging
 import sys
 
+import numpy as np
+
 from mumo_ds.data.format import check_split
 from mumo_ds.data.prep import MergeError, PrepSettings, merge, run_task
 from mumo_ds.data.prep_motion import LSHMotionTokenizer, VQVAEMotionTokenizer, load_stats
@@ -45,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--merge", action="store_true", help="only merge the tasks' shards into manifest.json")
     p.add_argument("--motion-tokenizer", choices=MOTION_TOKENIZERS, default="vqvae", help="motion tokenizer (default vqvae)")
     p.add_argument("--motion-model", help="motion VQ-VAE folder (for --motion-tokenizer vqvae)")
-    p.add_argument("--motion-mean", help="Mean.npy of the motion features")
-    p.add_argument("--motion-std", help="Std.npy of the motion features")
+    p.add_argument("--motion-mean", help="Mean.npy of the motion features (default: the statistics saved in --motion-model; "
+                   "refused if they differ from them)")
+    p.add_argument("--motion-std", help="Std.npy of the motion features (default: --motion-model's, as --motion-mean)")
     p.add_argument("--frame-rate", type=int, default=50, help="shared frame rate of both streams (default 50)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every rejected record")
     add_codec_args(p)
@@ -89,6 +92,13 @@ def _build(args: argparse.Namespace) -> int:
             return 2
         mean, std = load_stats(args.motion_mean, args.motion_std)
         stats_hash = hashlib.sha256(mean.tobytes() + std.tobytes()).hexdigest()
+        saved = getattr(motion_tok, "mean", None), getattr(motion_tok, "std", None)
+        if saved[0] is not None and not (np.allclose(mean, saved[0], rtol=1e-6, atol=0)
+                                         and np.allclose(std, saved[1], rtol=1e-6, atol=0)):
+            print(f"error: --motion-mean {args.motion_mean} / --motion-std {args.motion_std} differ from the statistics "
+                  f"--motion-model {args.motion_model} was trained with (saved in it); drop both options to use the "
+                  "model's, or pass the files it was trained with", file=sys.stderr)
+            return 2
     settings = PrepSettings(
         split=args.split, samples_per_shard=args.samples_per_shard, num_tasks=args.num_tasks, frame_rate=args.frame_rate,
         min_frames=max(1, round(args.min_seconds * args.frame_rate)),

@@ -227,6 +227,26 @@ def test_rerun_skips_complete_shards_and_rebuilds_changed_ones(inputs, tmp_path)
 
 
 
+
+def test_a_motion_vqvae_normalises_with_the_statistics_it_was_trained_with(inputs, tmp_path, capsys):
+    import torch
+
+    from data_prep.build_shards import main
+    from mumo_ds.tokenizers.motion_codec import features_to_codes
+    from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
+
+    torch.manual_seed(0)
+    model = MotionVQVAE(MotionVQVAEConfig.from_preset("tiny")).eval()
+    model.set_feature_stats(torch.from_numpy(inputs["mean"]), torch.from_numpy(inputs["std"]))
+    model.save_pretrained(tmp_path / "vqvae")
+    args = ["--input", str(inputs["jsonl"]), "--codec-model", str(inputs["codec"]), "--motion-model", str(tmp_path / "vqvae")]
+    assert main([*args, "--out", str(tmp_path / "own")]) == 0  # no --motion-mean/--motion-std: the model's own
+    np.testing.assert_array_equal(_samples(tmp_path / "own")["n2"]["motion.npy"], features_to_codes(model, inputs["feats"], 60))
+    np.save(tmp_path / "Std2.npy", inputs["std"] * 2)
+    assert main([*args, "--out", str(tmp_path / "other"), "--motion-mean", str(SAMPLE_MOTION_DIR / "Mean.npy"),
+                 "--motion-std", str(tmp_path / "Std2.npy")]) == 2
+    assert "differ from the statistics --motion-model" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
 def test_a_tokenizer_off_the_shared_frame_rate_is_refused():
     codec_24khz = {"name": "encodec_24khz", "frame_rate": 75, "num_codebooks": 4, "codebook_size": 1024}
     with pytest.raises(ValueError, match=r"--codec 'encodec_24khz' makes 75 frames/s, the shards' timeline is 50"):

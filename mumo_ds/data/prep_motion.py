@@ -83,6 +83,21 @@ class LSHMotionTokenizer:
         return lsh_codes(feats)  # [T, 263] -> int16 [4, T]
 
 
+def saved_feature_stats(model_dir: str | os.PathLike) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The feature Mean/Std a motion VQ-VAE folder was saved with (its ``feature_mean``/``feature_std`` buffers,
+    read without building the model), or (None, None) for a model saved without statistics."""
+    from safetensors import safe_open
+
+    path = Path(model_dir) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no motion VQ-VAE weights there; pass the model/ folder train_motion_vqvae wrote")
+    with safe_open(str(path), "np") as f:
+        mean, std = f.get_tensor("feature_mean"), f.get_tensor("feature_std")
+    if (mean == 0).all() and (std == 1).all():  # the buffers' initial values: set_feature_stats never ran
+        return None, None
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
 class VQVAEMotionTokenizer:
     """The motion VQ-VAE from ``MotionVQVAE.from_pretrained(model_dir)``, loaded on first ``encode``."""
 
@@ -92,6 +107,7 @@ class VQVAEMotionTokenizer:
         self.name = name or f"motion-vqvae:{Path(model_dir).name}"
         self.info = {"name": self.name, "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048, "path": self.model_dir}
         self._model = None
+        self.mean, self.std = saved_feature_stats(model_dir)  # what it was trained with (None, None if not saved)
 
     def __getstate__(self) -> dict:
         return self.__dict__ | {"_model": None}
