@@ -69,7 +69,7 @@ def _text_states(model, text, streams, batch, guidance_scale, device):
     """Conditional text states per stream, and with guidance the null rows appended: [B or 2B, Lc, D]."""
     states = {}
     for m in streams:
-        ids, mask = text.get(m, (None, None))
+        ids, mask = (None if x is None else x.to(device) for x in text.get(m, (None, None)))  # tokenizers give CPU ids
         cond, key_mask = model.encode_text(ids, mask, batch, device)
         if guidance_scale != 1.0:
             null = torch.zeros_like(cond)
