@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     add_codec_args(parser)
     args = parser.parse_args(argv)
     tok = tokenizer_from_args(args, progress=True)
+    try:
+        tok.backend  # load the codec once, before any file: a bad --codec-model is one error, not one per file
+    except (ImportError, OSError, ValueError) as exn:
+        print(f"error: {exn}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0

@@ -189,3 +189,7 @@ def test_tokenize_music_cli_encodes_decodes_and_reports_bad_files(codec_dir, tmp
     assert codes.shape == (4, 50) and codes.dtype == np.int16
     assert main(["--codec-model", str(codec_dir), "--decode", "--out", str(tmp_path / "wav"), str(tmp_path / "codes" / "good.npy")]) == 0
     assert sf.info(str(tmp_path / "wav" / "good.wav")).frames == 50 * 640
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "none"), str(good), str(tmp_path / "bad.wav")]) == 2  # no codec: one error
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--codec-model" in err and "FAILED" not in err and not (tmp_path / "none").exists()
