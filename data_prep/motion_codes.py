@@ -55,6 +55,13 @@ def load_model(args: argparse.Namespace) -> MotionVQVAE:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        run(args)
+    except (OSError, ValueError) as exn:  # a bad input file or model: say which and why, no traceback
+        raise SystemExit(f"error: {exn}") from None
+
+
+def run(args: argparse.Namespace) -> None:
     model = load_model(args)
     if args.command == "encode":
         codes = features_to_codes(model, load_features(args.features), args.fps, args.features)  # [4, T50] int16

@@ -184,8 +184,11 @@ def test_codes_cli_encode_decode(tmp_path):
     assert np.load(feats_file).shape == (599, 263) and np.load(joints_file).shape == (599, 22, 3)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((10, 200), np.float32))
-    with pytest.raises(ValueError, match="bad.npy"):
+    with pytest.raises(SystemExit, match="error: .*bad.npy"):
         motion_codes.main(["encode", "--model", str(model_dir), "--features", str(bad), "--fps", "60", "--out", str(codes_file)])
+    np.save(bad, np.full((4, 20), 2048, np.int64))  # the MuMo pad id is not a motion code
+    with pytest.raises(SystemExit, match=r"error: .*bad.npy: motion codes must lie in 0..2047, got 2048..2048"):
+        motion_codes.main(["decode", "--model", str(model_dir), "--codes", str(bad), "--out-features", str(feats_file)])
 
 
 @pytest.mark.distributed
