@@ -198,3 +198,25 @@ def test_compile_choice_follows_the_device():
     assert wants_compile("on", torch.device("cpu")) and not wants_compile("off", torch.device("cuda"))
     with pytest.raises(ValueError, match=r"--compile 'yes': choose 'auto', 'on' or 'off'"):
         wants_compile("yes", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("schedule", ["WarmupLR", "WarmupDecayLR", "WarmupCosineLR"])
+def test_only_the_first_update_runs_at_the_warmup_minimum(schedule):
+    import torch
+    from deepspeed.runtime import lr_schedules
+
+    from mumo_ds.training.engine import start_schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    params = {"warmup_num_steps": 2, "warmup_type": "linear"}
+    if schedule == "WarmupCosineLR":
+        params.update(total_num_steps=10, warmup_min_ratio=0.0)
+    else:
+        params.update(warmup_min_lr=0.0, warmup_max_lr=1.0, **({"total_num_steps": 10} if schedule == "WarmupDecayLR" else {}))
+    scheduler = getattr(lr_schedules, schedule)(opt, **params)
+    start_schedule(scheduler)
+    used = []
+    for _ in range(3):  # the lr of each update: read before the step, as DeepSpeed's engine steps the scheduler after it
+        used.append(opt.param_groups[0]["lr"])
+        scheduler.step()
+    assert used[:2] == pytest.approx([0.0, 0.5]) and used[2] > 0.95  # the peak (cosine: its decay has begun)

@@ -129,6 +129,16 @@ def attn_implementation(choice: str, device, ds_config: dict) -> str:
     return fastest_attn_implementation(device, training_dtype(ds_config)) if choice == "auto" else choice
 
 
+def start_schedule(scheduler) -> None:
+    """Move a fresh DeepSpeed warmup schedule to iteration 0 for the first update.
+
+    Its construction sets the lr of iteration -1, the minimum, and iteration 0 is the minimum too: two updates ran at
+    ``warmup_min_lr`` (0: no update at all). Started here, only the first update does, as with HF's warmup. A
+    resumed run then loads the scheduler's saved iteration over this one."""
+    if getattr(scheduler, "last_batch_iteration", None) == -1:
+        scheduler.step()
+
+
 def build_engine(model: nn.Module, ds_config: dict):
     """``deepspeed.initialize`` over the trainable parameters only; returns (engine, scheduler)."""
     wd = ds_config.get("optimizer", {}).get("params", {}).get("weight_decay", 0.0)
@@ -138,6 +148,7 @@ def build_engine(model: nn.Module, ds_config: dict):
             for weight in module.stacked_weights():
                 deepspeed.zero.register_external_parameter(module, weight)
     engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
+    start_schedule(scheduler)
     if engine.zero_optimization_stage() == 0 and engine.dp_world_size == 1:
         # One data-parallel rank has nothing to average: skip the flatten / all-reduce / copy-back of
         # every gradient (~30% of the backward on CPU). ZeRO >= 1 keeps it: it fills the partitions.

@@ -253,6 +253,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     engine.train()
     for step in range(start_step + 1, end_step + 1):
         t0 = time.perf_counter()
+        # the lr this step's update uses (the scheduler moves on inside engine.step)
+        lr = scheduler.get_last_lr()[0] if scheduler is not None else ds_config["optimizer"]["params"]["lr"]
         outputs, used = [], []
         while len(outputs) < accum:  # a skipped micro-batch is replaced by the next one
             if cfg.fixed_batch:
@@ -279,7 +281,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
             metrics = reduce(outputs, used)
             seconds = time.perf_counter() - t0
             metrics.update(
-                lr=scheduler.get_last_lr()[0] if scheduler is not None else ds_config["optimizer"]["params"]["lr"],
+                lr=lr,
                 grad_norm=float(grad_norm or 0.0),
                 frames_per_s=metrics.pop("frames") / seconds,
                 samples_per_s=micro * accum * world_size / seconds,
