@@ -64,6 +64,10 @@ def test_an_export_carries_the_starting_folders_codec(tiny_model, tmp_path):
     assert (out / "codec" / "config.json").read_text() == '{"model_type": "encodec"}'
     again = export_hf(state, tiny_model.config, load_tokenizer("byt5"), out, {"stage": 2}, assets_from=None)  # scratch
     assert not (again / "codec").exists() and json.loads((again / "mumo_training.json").read_text()) == {"stage": 2}
+    out.rename(tmp_path / "export.old")  # a crash between export_hf's two renames: no export/, the good one is .old
+    with pytest.raises(RuntimeError, match="does not match the model"):  # and this export fails before its renames
+        export_hf({}, tiny_model.config, load_tokenizer("byt5"), out, {"stage": 3})
+    assert json.loads((out / "mumo_training.json").read_text()) == {"stage": 2}  # the good export is back in place
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -59,12 +59,14 @@ def export_hf(
     Written next to the target and renamed into place, so a crash never leaves a partial export
     where a good one was.
     """
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    old = out_dir.with_name(out_dir.name + ".old")
+    if old.is_dir() and not out_dir.exists():  # a crash between the two renames below, last time: put it back
+        old.rename(out_dir)
     model = MuMoForConditionalGeneration(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    old = out_dir.with_name(out_dir.name + ".old")
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
     model.save_pretrained(tmp)
