@@ -56,6 +56,9 @@ def test_mumo_eval_table_plots_best_and_resume(setup, tmp_path):
     (tmp_path / "results" / "epoch01.json").write_text(json.dumps(marked))
     main(args)
     assert json.loads((tmp_path / "best.json").read_text()) == {"metric": "fid_k", "checkpoint": "epoch01", "value": -1.0}
+    # ... unless the evaluation settings changed: the table would mix them
+    with pytest.raises(SystemExit, match=r"epoch01.json was computed with --seconds 0.6 \(now 0.4\): use another --out"):
+        main([*args, "--seconds", "0.4"])
 
 
 def test_text2music_reports_fd_and_classifier_kl(setup, tmp_path):

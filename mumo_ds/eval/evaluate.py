@@ -18,7 +18,7 @@ generated clip and its reference (``kl``) and the Fréchet distance of the class
 checkpoints are not recomputed), and summarised in ``OUT/table.csv``, ``OUT/table.md``, one PNG
 per metric and ``OUT/best.json``. NAME is the checkpoint's folder name (``RUN-export`` for a run's
 export), with its parent folders where two checkpoints would share one (``runA-step00000040``,
-``runB-step00000040``); a result file is reused only for the checkpoint that wrote it.
+``runB-step00000040``); a result file is reused only for the checkpoint and the settings that wrote it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from .motion_metrics import mean_beat_align, motion_beats, motion_metrics, music
 from .music_metrics import AudioClassifier, EncodecEmbedder, classifier_metrics, music_fd
 
 LOWER_IS_BETTER = ("fid", "fd", "kl")
-NOT_METRICS = ("checkpoint", "num_samples", "beat_align_skipped")  # result keys left out of the tables
+NOT_METRICS = ("checkpoint", "settings", "num_samples", "beat_align_skipped")  # result keys left out of the tables
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -117,14 +117,29 @@ def checkpoint_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def cached_result(result_file: Path, path: Path) -> dict | None:
-    """The result ``path`` left in ``result_file`` by an earlier run; refuses one of another checkpoint."""
+SETTINGS = ("task", "data", "seconds", "num_samples", "batch_size", "guidance_scale", "top_k", "seed", "codec",
+            "motion_vqvae", "classifier")  # what a result depends on besides the checkpoint (batch_size: the seeds)
+
+
+def run_settings(args) -> dict:
+    return {k: (str(Path(v).resolve()) if k in ("data", "codec", "motion_vqvae", "classifier") and v else v)
+            for k, v in ((k, getattr(args, k)) for k in SETTINGS)}
+
+
+def cached_result(result_file: Path, path: Path, settings: dict) -> dict | None:
+    """The result ``path`` left in ``result_file`` by an earlier run with the same ``settings``; refuses one of
+    another checkpoint or other settings (the table would mix them). Fields a file lacks predate the check."""
     if not result_file.is_file():
         return None
     result = json.loads(result_file.read_text())
-    if result.get("checkpoint", str(path.resolve())) != str(path.resolve()):  # files without one predate the check
+    if result.get("checkpoint", str(path.resolve())) != str(path.resolve()):
         raise SystemExit(f"{result_file} holds the result of {result['checkpoint']}, not of {path}: "
                          f"use another --out, or remove the file to evaluate {path} here")
+    changed = {k: (v, settings[k]) for k, v in result.get("settings", {}).items() if k in settings and v != settings[k]}
+    if changed:
+        what = ", ".join(f"--{k.replace('_', '-')} {old} (now {new})" for k, (old, new) in changed.items())
+        raise SystemExit(f"{result_file} was computed with {what}: use another --out for these settings, or remove "
+                         "the folder's results/ to recompute them all")
     return result
 
 
@@ -288,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     rows, batches = [], None
     paths = find_checkpoints(args.checkpoints)
     names = checkpoint_names(paths)
-    cached = [cached_result(out / "results" / f"{name}.json", path) for path, name in zip(paths, names)]
+    settings = run_settings(args)
+    cached = [cached_result(out / "results" / f"{name}.json", path, settings) for path, name in zip(paths, names)]
     for path, name, result in zip(paths, names, cached):
         result_file = out / "results" / f"{name}.json"
         if result is not None:  # resumable: finished checkpoints are kept
@@ -296,12 +312,14 @@ def main(argv: list[str] | None = None) -> None:
             continue
         model = load_checkpoint(path)
         batches = batches or conditions(args, model.config)
-        result = {"checkpoint": str(path.resolve()), **evaluate_checkpoint(model, args, batches, decoders)}
+        result = {"checkpoint": str(path.resolve()), "settings": settings,
+                  **evaluate_checkpoint(model, args, batches, decoders)}
         tmp = result_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(result_file)
         rows.append((name, result))
-        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k != "checkpoint"), flush=True)
+        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k not in ("checkpoint", "settings")),
+              flush=True)
     if not rows:
         raise SystemExit(f"no checkpoints found in {args.checkpoints}")
     summarise(rows, args, out)
