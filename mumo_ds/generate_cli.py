@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-seconds", type=float, default=0.0,
                    help="text2*: continue the first N seconds of the --prompt-data sample (needs --prompt-data)")
     p.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance (1 = off)")
+    p.add_argument("--device", default=None, help="where the model generates (default: cuda when available, else cpu); "
+                   "decoding to audio and motion runs on the CPU")
     p.add_argument("--top-k", type=int, default=250)
     p.add_argument("--top-p", type=float, default=0.0)
     p.add_argument("--temperature", type=float, default=1.0)
@@ -126,9 +128,11 @@ def write_captions(model, args, prompts: dict[str, torch.Tensor]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    model = AutoModel.from_pretrained(args.model).eval()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = AutoModel.from_pretrained(args.model).eval().to(device)
     cfg = model.config
     prompts, num_frames = plan_prompts(args, cfg)
+    prompts = {m: None if p is None else p.to(device) for m, p in prompts.items()}
     if args.task in CAPTION_TASKS:
         return write_captions(model, args, prompts)
     generated, _ = TASKS[args.task]
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         num_frames, prompts, text, guidance_scale=args.guidance_scale, top_k=args.top_k, top_p=args.top_p,
         temperature=args.temperature, seed=args.seed, progress=True,
     )
+    codes = {m: c.cpu() for m, c in codes.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             written.extend(write_motion(codes["motion"], args.motion_vqvae, out))
         else:
             print("note: motion left as codes; pass --motion-vqvae DIR to decode them to motion features")
-    (out / "generation.json").write_text(json.dumps({**vars(args), "num_frames": num_frames}, indent=2))
+    (out / "generation.json").write_text(json.dumps({**vars(args), "device": str(device), "num_frames": num_frames}, indent=2))
     print(f"wrote {', '.join(written)} to {out}")
 
 

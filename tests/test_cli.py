@@ -157,7 +157,8 @@ def test_generate_cli_writes_codes_and_audio(tiny_model, tmp_path, task):
         assert joints.shape == (1, frames, 22, 3) and np.isfinite(joints).all()
     if task == "music2motion":
         assert np.array_equal(np.load(out / "music.npy")[0], np.load(given))
-    assert json.loads((out / "generation.json").read_text())["task"] == task
+    record = json.loads((out / "generation.json").read_text())
+    assert record["task"] == task and record["device"] == "cpu"  # --device defaults to cuda only where there is one
 
 
 @pytest.mark.parametrize("task", ["music2text", "motion2text"])

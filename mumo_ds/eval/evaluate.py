@@ -224,6 +224,7 @@ def evaluate_checkpoint(model, args, batches: list[dict], decoders: Decoders) ->
         frames = batch[f"{generated[0]}_codes"].shape[-1]
         codes = model.generate(frames, prompts, text, guidance_scale=args.guidance_scale, top_k=args.top_k,
                                seed=args.seed + i, batch_size=len(batch["keys"]))
+        codes = {m: c.cpu() for m, c in codes.items()}  # decoders and metrics run on the CPU
         for m in generated:
             outputs[m].append(codes[m])
             references[m].append(batch[f"{m}_codes"])
@@ -286,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float, default=4.0)
     p.add_argument("--top-k", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="where checkpoints generate (default: cuda when available, else cpu); "
+                   "decoding and metrics run on the CPU")
     p.add_argument("--codec", default=None, help="EnCodec folder (music decoding, music metrics, beat alignment)")
     p.add_argument("--motion-vqvae", default=None, help="motion VQ-VAE folder (motion metrics)")
     p.add_argument("--classifier", default=None,
@@ -304,13 +307,14 @@ def main(argv: list[str] | None = None) -> None:
     paths = find_checkpoints(args.checkpoints)
     names = checkpoint_names(paths)
     settings = run_settings(args)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cached = [cached_result(out / "results" / f"{name}.json", path, settings) for path, name in zip(paths, names)]
     for path, name, result in zip(paths, names, cached):
         result_file = out / "results" / f"{name}.json"
         if result is not None:  # resumable: finished checkpoints are kept
             rows.append((name, result))
             continue
-        model = load_checkpoint(path)
+        model = load_checkpoint(path).to(device)
         batches = batches or conditions(args, model.config)
         result = {"checkpoint": str(path.resolve()), "settings": settings,
                   **evaluate_checkpoint(model, args, batches, decoders)}
