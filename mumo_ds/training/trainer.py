@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -234,7 +235,7 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
 
     to_inputs = lambda batch: {**model_inputs(batch, tokenizer, mc.max_caption_tokens, device), "task": stage.task}  # noqa: E731
 
-    def stop_for_preemption(step: int, tag: str | None) -> None:
+    def stop_for_preemption(step: int, tag: str | None) -> NoReturn:
         """Every rank: exit with PREEMPTED_EXIT_CODE, rank 0 leaving the requeue marker (``tag``: the checkpoint)."""
         logger.close()
         if is_main:
