@@ -182,15 +182,11 @@ def load_run_file(path: str) -> dict:
 def _run_file_value(path: str, key: str, value, kind: type):
     """A run-file value as the option's type; numbers written as strings are read as numbers (YAML 1.1 reads
     ``3e-4`` as a string: it wants ``3.0e-4``). Anything else is an error naming the file, the key and the type."""
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is not bool and not isinstance(value, bool):
-        if kind is str and isinstance(value, str):
+    if isinstance(value, bool) == (kind is bool):  # booleans for switches only (a bool is also an int)
+        if isinstance(value, kind):
             return value
-        if kind is float and isinstance(value, (int, float)):
+        if kind is float and isinstance(value, int):
             return float(value)
-        if kind is int and isinstance(value, int):
-            return value
         if kind in (int, float) and isinstance(value, str):
             try:
                 return kind(value)
