@@ -101,6 +101,16 @@ def test_save_and_load_keep_the_captioner(captioner, tmp_path):
     assert torch.equal(a, b)
 
 
+
+def test_a_language_model_loaded_for_captioning_ties_the_caption_decoder(tiny_model, tmp_path):
+    """Stage 3 loads stage 2's export with captioning=True: the T5 decoder's embeddings and LM head must be one tensor
+    in training as in the exported folder, or the export keeps only one of the trained copies."""
+    tiny_model.save_pretrained(tmp_path)
+    loaded = MuMoForConditionalGeneration.from_pretrained(tmp_path, captioning=True)
+    t5 = loaded.caption_decoder.t5
+    assert loaded.config.tie_word_embeddings
+    assert t5.lm_head.weight is t5.shared.weight and t5.decoder.embed_tokens.weight is t5.shared.weight
+
 def test_captioning_needs_the_modules(tiny_model):
     with pytest.raises(ValueError, match="captioning=True"):
         tiny_model.caption(music_codes=random_codes(1, 4, seed=0))

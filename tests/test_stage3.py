@@ -33,13 +33,15 @@ def start(tmp_path_factory):
 @pytest.mark.parametrize("ds_config", ["zero2.json", "zero3.json"])
 def test_stage3_trains_only_the_caption_modules(start, tmp_path, ds_config):
     run = run_stage(3, start / "data", tmp_path, "torchrun", ds_config, "--init-from", str(start / "stage2"),
-                    "--fixed-batch", "--val-every", "4", "--val-batches", "1", steps=4)
+                    "--fixed-batch", "--val-every", "4", "--val-batches", "1", "--verify-export", steps=4)
     logged = losses(run)
     assert logged[-1] < logged[0], logged
     last = json.loads((run / "logs" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"loss_music_caption", "loss_motion_caption"} & set(last), last
     assert last["val_loss"] > 0 and ("val_bleu4" in last) == (ds_config == "zero2.json")  # greedy captions need ZeRO <= 2
     assert 0 <= last.get("val_rouge_l", 0) <= 1
+    check = json.loads((run / "export_check.json").read_text())["max_abs_logit_diff"]
+    assert check["caption_loss"] == 0.0, check  # the exported caption decoder is the trained one
     before = load_file(start / "stage2" / "model.safetensors")
     after = load_file(run / "export" / "model.safetensors")
     exported = MuMoForConditionalGeneration.from_pretrained(run / "export")

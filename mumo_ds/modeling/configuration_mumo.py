@@ -143,6 +143,11 @@ class MuMoConfig(PretrainedConfig):
         kwargs["tie_word_embeddings"] = bool(captioning)
         super().__init__(**kwargs)
 
+    def __setattr__(self, key, value):
+        super().__setattr__(key, value)
+        if key == "captioning":  # also when set after construction: from_pretrained(stage2_export, captioning=True)
+            super().__setattr__("tie_word_embeddings", bool(value))
+
     @property
     def special_token_id(self) -> int:
         """The delay-pattern pad / start id: one past the last code."""

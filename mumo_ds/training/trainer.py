@@ -361,7 +361,8 @@ def clear_run_folder(cfg: TrainConfig, is_main: bool) -> None:
 
 @torch.no_grad()
 def verify_export(engine, cfg: TrainConfig, batch: dict, tokenizer, device, is_main: bool) -> None:
-    """Compare the engine module's logits with the exported folder's on one batch; write export_check.json.
+    """Compare the engine module's logits with the exported folder's on one batch (and, for a captioning model, the
+    caption loss, which reads the caption decoder); write export_check.json.
 
     Every rank runs the engine forward (ZeRO-3 gathers parameters collectively); rank 0 compares.
     """
@@ -369,6 +370,7 @@ def verify_export(engine, cfg: TrainConfig, batch: dict, tokenizer, device, is_m
     module.eval()
     inputs = model_inputs(batch, tokenizer, module.config.max_caption_tokens, device)
     live = module(**inputs)
+    live_caption = module(**inputs, task="caption").loss if module.config.captioning else None
     if is_main:
         loaded = MuMoForConditionalGeneration.from_pretrained(cfg.export_dir).to(device).eval()
         loaded.set_attn_implementation(module.config._attn_implementation)  # the check is about weights, not kernels
@@ -378,6 +380,8 @@ def verify_export(engine, cfg: TrainConfig, batch: dict, tokenizer, device, is_m
             for m in MODALITIES
             if getattr(live, f"{m}_logits") is not None
         }
+        if live_caption is not None:
+            diffs["caption_loss"] = float((live_caption.float() - loaded(**inputs, task="caption").loss.float()).abs())
         Path(cfg.output_dir, "export_check.json").write_text(json.dumps({"max_abs_logit_diff": diffs}, indent=2))
         print(f"export check: max |logit diff| {diffs}", flush=True)
     module.train()
