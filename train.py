@@ -15,6 +15,9 @@ if __name__ == "__main__":
 
         build_parser().print_help()
         sys.exit(0)
+    from mumo_ds.training.preemption import Preemption
+
+    preemption = Preemption()  # before the heavy imports below: a preemption signal during them still requeues
     from mumo_ds.training.trainer import main
 
-    main()
+    main(preemption=preemption)

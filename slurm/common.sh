@@ -13,7 +13,8 @@
 #   4. traps USR1 and TERM (`#SBATCH --signal=B:USR1@120`, `scancel --signal=USR1 --batch JOBID`),
 #      forwards USR1 once to srun -> torchrun -> every rank, which save a checkpoint at the next step
 #      and exit (mumo_ds/training/preemption.py); torchrun waits SHUTDOWN_TIMEOUT s for them;
-#   5. when the run was preempted (RUN_DIR/preempted.json, or exit 42) requeues the job with
+#   5. when the run was preempted (RUN_DIR/preempted.json, or exit 42, or any exit after a signal:
+#      one that came before the ranks' handlers killed them, losing nothing) requeues the job with
 #      `scontrol requeue` (it resumes from the checkpoint), at most MAX_RESTARTS times; a run that
 #      failed for any other reason is not requeued and the job fails with its exit code.
 #
@@ -237,8 +238,15 @@ mumo_run_stage() {
             "$(cat "$marker" 2>/dev/null || echo 'no marker')"
         mumo_requeue
     fi
+    if ((rc != 0)) && [[ -n "$MUMO_SIGNAL" ]]; then
+        # the signal reached the ranks before their handler (Python start-up): they died without saving, and
+        # nothing was lost since the newest checkpoint; the scheduler wants the job gone anyway
+        mumo_log "training ended with exit $rc after SIG$MUMO_SIGNAL and no checkpoint-and-exit marker: signalled" \
+            "before it could checkpoint, so it resumes from the newest checkpoint"
+        mumo_requeue
+    fi
     if ((rc != 0)); then
-        mumo_die "$rc" "stage $STAGE failed with exit code $rc${MUMO_SIGNAL:+ after SIG$MUMO_SIGNAL} and no checkpoint-and-exit marker ($marker):" \
+        mumo_die "$rc" "stage $STAGE failed with exit code $rc and no checkpoint-and-exit marker ($marker):" \
             "a real error, so the job is not requeued; the output above has the traceback."
     fi
     mumo_log "stage $STAGE finished: export in $RUN_DIR/export"

@@ -198,6 +198,16 @@ def test_a_signal_during_start_up_exits_for_requeue(sample_data, tmp_path):  # n
     assert committed_steps(run) == []
 
 
+def test_the_preemption_handlers_come_before_torch_is_imported():
+    """train.py installs them first: importing torch and DeepSpeed takes seconds (more on a shared filesystem), and a
+    scheduler's signal in that window would otherwise kill the ranks without a requeue marker."""
+    code = "import sys; import mumo_ds.training.preemption; print(sorted({'torch', 'deepspeed'} & set(sys.modules)))"
+    proc = subprocess.run([str(BIN / "python"), "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+    text = (REPO / "train.py").read_text()
+    assert text.index("Preemption()") < text.index("mumo_ds.training.trainer import")
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

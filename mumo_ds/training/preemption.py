@@ -21,16 +21,16 @@ import json
 import signal
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-
 PREEMPTED_EXIT_CODE = 42  # "checkpoint saved, requeue me"; any other non-zero code is a real failure
 MARKER = "preempted.json"
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
 class Preemption:
-    """Installs the handlers on construction; ``requested`` is this rank's view, ``agreed()`` every rank's."""
+    """Installs the handlers on construction; ``requested`` is this rank's view, ``agreed()`` every rank's.
+
+    This module imports no torch, so train.py builds one before its heavy imports (seconds on a shared
+    filesystem): a scheduler's signal that early is recorded, not fatal."""
 
     def __init__(self):
         self.signal: int | None = None
@@ -44,8 +44,11 @@ class Preemption:
     def requested(self) -> bool:
         return self.signal is not None
 
-    def agreed(self, device: torch.device) -> bool:
+    def agreed(self, device) -> bool:
         """True on every rank when any rank got a signal. Collective: call it on all ranks at the same step."""
+        import torch
+        import torch.distributed as dist
+
         flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())

@@ -37,9 +37,10 @@ from .stages import Stage, apply_stage, get_stage, loss_weights
 from .validation import caption_metrics, validate
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, preemption: Preemption | None = None) -> None:
+    """``preemption``: handlers installed earlier (train.py does, before importing this module)."""
     cfg = parse_config(argv)
-    preemption = Preemption()  # first: a signal during start-up (long when resuming a big checkpoint) still requeues
+    preemption = preemption or Preemption()  # first: a signal during start-up (a checkpoint loading) still requeues
     stage = get_stage(cfg.stage)
     previous = str(Path(cfg.runs_root) / f"stage{stage.starts_from}" / "export") if stage.starts_from else None
     try:
