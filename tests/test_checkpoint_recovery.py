@@ -139,6 +139,25 @@ def test_resume_refuses_a_checkpoint_of_a_run_with_other_settings(tmp_path):
     checkpoint.check_same_run(tmp_path, "step00000002", run)
 
 
+def test_resume_refuses_a_checkpoint_that_started_from_an_older_upstream_export(tmp_path):
+    """Stage 1 re-run after stage 2 started: stage 2 must not quietly resume on top of the old stage-1 weights."""
+    from mumo_ds.training.trainer import start_identity
+
+    export = tmp_path / "stage1" / "export"
+    export.mkdir(parents=True)
+    (export / "mumo_training.json").write_text(json.dumps({"stage": 1, "step": 4, "exported_at": "2026-11-26T07:00:00Z"}))
+    old = start_identity(str(export))
+    assert old == "the stage 1 export of step 4 written 2026-11-26T07:00:00Z"
+    assert start_identity("scratch") is None and start_identity(str(tmp_path)) is None  # nothing to compare
+    (tmp_path / "step00000002").mkdir()
+    (tmp_path / "step00000002" / "meta.json").write_text(json.dumps({"step": 2, "stage": 2, "start": old}))
+    checkpoint.check_same_run(tmp_path, "step00000002", {"stage": 2, "start": old})
+    (export / "mumo_training.json").write_text(json.dumps({"stage": 1, "step": 4, "exported_at": "2026-11-26T08:00:00Z"}))
+    with pytest.raises(checkpoint.ResumeError, match=r"start the stage 1 export of step 4 written 2026-11-26T07:00:00Z "
+                       r"\(now the stage 1 export of step 4 written 2026-11-26T08:00:00Z\)"):
+        checkpoint.check_same_run(tmp_path, "step00000002", {"stage": 2, "start": start_identity(str(export))})
+
+
 @pytest.mark.distributed
 def test_kill_9_between_checkpoints_then_restart_reproduces_the_losses(sample_data, tmp_path, uninterrupted):  # noqa: F811
     proc, _ = launch(sample_data, tmp_path, fault="pause_after_step:3:120")

@@ -158,10 +158,11 @@ class ResumeError(ValueError):
 
 def check_same_run(checkpoint_dir: Path, tag: str, run: dict) -> None:
     """Refuse to resume a checkpoint saved by a run that differs in ``run``'s settings (training stage, ZeRO stage,
-    world size, micro-batch, accumulation): DeepSpeed would fail on it with an unrelated message, or resume onto other
-    samples. Keys the checkpoint does not record (older checkpoints) are not compared."""
+    world size, micro-batch, accumulation, the export it started from): DeepSpeed would fail on it with an unrelated
+    message, resume onto other samples, or ignore a new upstream export. Keys the checkpoint does not record (older
+    checkpoints), or None on either side, are not compared."""
     saved = read_meta(checkpoint_dir, tag)
-    differ = {k: (saved[k], v) for k, v in run.items() if k in saved and saved[k] != v}
+    differ = {k: (saved[k], v) for k, v in run.items() if saved.get(k) is not None and v is not None and saved[k] != v}
     if differ:
         what = ", ".join(f"{k} {old} (now {new})" for k, (old, new) in differ.items())
         raise ResumeError(

@@ -179,7 +179,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         engine.compile()
 
     run = {"stage": stage.number, "zero_stage": engine.zero_optimization_stage(), "world_size": world_size,
-           "micro_batch": micro, "grad_accum": accum}  # what a checkpoint must share to be resumed
+           "micro_batch": micro, "grad_accum": accum,  # what a checkpoint must share to be resumed
+           "start": start_identity(cfg.init_from)}
     start = resume_point(cfg)
     if start:
         checkpoint.check_same_run(cfg.checkpoint_dir, start[1], run)
@@ -320,8 +321,9 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     tag = save(final_step) if last_saved != final_step else checkpoint.tag_for(final_step)
     if is_main:
         state = consolidated_state_dict(cfg.checkpoint_dir, tag, engine.zero_optimization_stage()) | frozen_fp32
-        export_hf(state, mc, tokenizer, cfg.export_dir, {"stage": stage.number, "step": final_step, "checkpoint": tag},
-                  assets_from=None if cfg.init_from == "scratch" else cfg.init_from)
+        exported = {"stage": stage.number, "step": final_step, "checkpoint": tag,
+                    "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        export_hf(state, mc, tokenizer, cfg.export_dir, exported, assets_from=None if cfg.init_from == "scratch" else cfg.init_from)
         print(f"exported stage {stage.number} to {cfg.export_dir}", flush=True)
     dist.barrier()
     if cfg.verify_export:
@@ -334,6 +336,18 @@ def max_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, 
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return dict(zip(keys, t.tolist()))
+
+
+def start_identity(init_from: str) -> str | None:
+    """Which export a run starts from, as a checkpoint records it: an export of a stage names its stage, step and
+    time (a re-run of that stage writes a new one, which a resume must not ignore); other starts are not compared."""
+    meta = Path(init_from, "mumo_training.json")
+    if init_from == "scratch" or not meta.is_file():
+        return None
+    info = json.loads(meta.read_text())
+    if "exported_at" not in info:  # exports older than this record
+        return None
+    return f"the stage {info.get('stage')} export of step {info.get('step')} written {info['exported_at']}"
 
 
 def resume_point(cfg: TrainConfig) -> tuple[int, str] | None:
