@@ -22,7 +22,9 @@
 #   --after JOBID   the first job also waits for JOBID (afterok).
 #   --sbatch OPTS   sbatch options for every job (they override the scripts' #SBATCH lines).
 #   -- ARGS         train.py options for every stage; STAGE1_ARGS, STAGE2_ARGS, STAGE3_ARGS (split on
-#                   spaces) add options to one stage (they come last, so they win).
+#                   spaces) add options to one stage (they come last, so they win). --init-from and
+#                   --preset belong to the first stage's STAGE<N>_ARGS only; the stages must follow each
+#                   other (1,2 / 2,3 / 1,2,3), each starting from the export before it.
 # The environment (DATA_DIR, RUNS_ROOT, DS_CONFIG, TRAIN_ARGS, MAX_RESTARTS, ...; see slurm/common.sh)
 # goes to every job. Job output: logs/<job name>-<job id>.out (appended across requeues).
 # Prints one line per job, "stage N: job JOBID (slurm/SCRIPT)".
@@ -66,7 +68,24 @@ prev=0
 for s in "${LIST[@]}"; do
     [[ -n "${SCRIPT[$s]:-}" ]] || die "unknown stage '$s' in '$STAGE_LIST' (stages: 1 motion, 2 joint, 3 caption)"
     ((s > prev)) || die "stages must be ascending: '$STAGE_LIST'"
+    ((prev == 0 || s == prev + 1)) || die "stages must follow each other: in '$STAGE_LIST', stage $s would start from" \
+        "RUNS_ROOT/stage$((s - 1))/export, which this chain does not make (run stage $((s - 1)) too, or start the chain at $s)"
     prev=$s
+done
+# Where a stage starts is the chain's business: the first from train.py's default or STAGE<first>_ARGS, each later one
+# from the export before it. --init-from or --preset given to every stage, or to a later one, would break that.
+first="${LIST[0]}"
+later_args=()
+for s in "${LIST[@]:1}"; do
+    var="STAGE${s}_ARGS"
+    later_args+=(${!var:-})
+done
+for arg in "${COMMON_ARGS[@]}" ${TRAIN_ARGS:-} "${later_args[@]}"; do
+    case "$arg" in
+        --init-from|--init-from=*|--preset|--preset=*)
+            die "$arg for every stage (or a later one): only the first stage chooses its start; put it in STAGE${first}_ARGS" \
+                "(later stages start from the export before them)" ;;
+    esac
 done
 
 # train.py's own stage check, so a chain never holds a stage that cannot run.

@@ -219,6 +219,9 @@ def test_pipeline_refuses_bad_requests_before_submitting(slurm, tmp_path):
     for args, env, message in [
         (["--stages", "2,1"], {}, "stages must be ascending"),
         (["--stages", "4"], {}, "unknown stage '4'"),
+        (["--stages", "1,3"], {}, "stages must follow each other: in '1,3', stage 3 would start from RUNS_ROOT/stage2"),
+        (["--", "--init-from", "runs/init"], {}, "--init-from for every stage (or a later one): only the first stage"),
+        ([], {"STAGE2_ARGS": "--preset small"}, "--preset for every stage (or a later one)"),
         (["--", "--output-dir", "x"], {}, "--output-dir in the train.py options: set RUNS_ROOT instead"),
         ([], {"RUN_DIR": str(tmp_path)}, "every stage needs its own run folder"),
     ]:
