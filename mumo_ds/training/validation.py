@@ -29,13 +29,12 @@ def validate(engine, make_loader, num_batches: int, to_inputs, reduce) -> dict[s
 
 
 def caption_metrics(engine, make_loader, num_batches: int, tokenizer, device, max_new_tokens: int = 64) -> dict[str, float]:
-    """Stage 3: BLEU-4 and ROUGE-L of greedy captions of the val batches' streams, averaged over ranks.
+    """Stage 3: BLEU-4 and ROUGE-L of greedy captions of the val batches' streams, every rank's captions scored as
+    one corpus (:func:`gather_captions`), so the numbers do not depend on the number of ranks.
 
     Needs whole parameters on every rank, so it runs under ZeRO-0/1/2 and returns {} under ZeRO-3
     (there, caption the exported model with ``mumo-generate --task music2text`` instead).
     """
-    import torch.distributed as dist
-
     from ..eval.caption_metrics import caption_scores
     from ..modeling import MODALITIES
 
@@ -54,8 +53,17 @@ def caption_metrics(engine, make_loader, num_batches: int, tokenizer, device, ma
                 hypotheses += texts
                 references += [[c] for c in batch[f"{m}_captions"]]
     module.train()
-    scores = caption_scores(hypotheses, references)
-    total = torch.tensor([scores["bleu4"], scores["rouge_l"]], dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    total /= dist.get_world_size()
-    return {"val_bleu4": total[0].item(), "val_rouge_l": total[1].item()}
+    scores = caption_scores(*gather_captions(hypotheses, references))
+    return {"val_bleu4": scores["bleu4"], "val_rouge_l": scores["rouge_l"]}
+
+
+def gather_captions(hypotheses: list[str], references: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """Every rank's (hypotheses, references), concatenated in rank order, on every rank. Collective.
+
+    Corpus BLEU sums n-gram counts over the corpus before its geometric mean: a mean of per-rank scores is another
+    number (a rank with a few captions and no matching 4-gram scores 0)."""
+    import torch.distributed as dist
+
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (hypotheses, references))
+    return [h for hyps, _ in parts for h in hyps], [r for _, refs in parts for r in refs]
