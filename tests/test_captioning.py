@@ -114,3 +114,14 @@ def test_a_language_model_loaded_for_captioning_ties_the_caption_decoder(tiny_mo
 def test_captioning_needs_the_modules(tiny_model):
     with pytest.raises(ValueError, match="captioning=True"):
         tiny_model.caption(music_codes=random_codes(1, 4, seed=0))
+
+
+def test_the_caption_decoder_depth_may_be_given_as_t5_s_num_layers():
+    from mumo_ds.modeling.captioning import CaptionDecoder
+
+    shape = dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_heads=4)
+    for depth in (dict(num_layers=3), dict(num_decoder_layers=3), dict(num_layers=1, num_decoder_layers=3)):
+        decoder = CaptionDecoder(64, {**shape, **depth})
+        assert len(decoder.t5.decoder.block) == 3 and len(decoder.t5.encoder.block) == 0, depth
+    with pytest.raises(ValueError, match="give its depth as num_decoder_layers"):
+        CaptionDecoder(64, shape)

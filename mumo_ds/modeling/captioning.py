@@ -43,7 +43,10 @@ class CaptionDecoder(nn.Module):
     def __init__(self, hidden_size: int, decoder_config: dict):
         super().__init__()
         ids = dict(decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)  # T5's conventions
-        t5 = T5Config(**{**ids, **decoder_config, "num_layers": 0})
+        layers = decoder_config.get("num_decoder_layers", decoder_config.get("num_layers"))  # T5: num_layers for both
+        if not layers:
+            raise ValueError(f"caption_decoder={decoder_config}: give its depth as num_decoder_layers (> 0)")
+        t5 = T5Config(**{**ids, **decoder_config, "num_layers": 0, "num_decoder_layers": layers})
         self.projection = nn.Linear(hidden_size, t5.d_model)
         self.t5 = T5ForConditionalGeneration(t5)
 
