@@ -103,7 +103,7 @@ mumo_python_env() {
         out="$(mumo_check_stage)" || rc=$?
     fi
     if ((rc == 3)); then
-        mumo_die 2 "$PYTHON ($(command -v "$PYTHON" || echo 'not found')) cannot import torch and mumo_ds ($out):" \
+        mumo_die 2 "$PYTHON ($(command -v "$PYTHON" || echo 'not found')) cannot import the training stack ($out):" \
             "activate the environment before sbatch, or set VENV=/path/to/venv (pip install -e . in it)"
     elif ((rc == 4)); then
         echo "$out" >&2
@@ -113,12 +113,16 @@ mumo_python_env() {
     fi
 }
 
-# Exit 3: no torch/mumo_ds; exit 4: train.py's stage table has no such stage (its own message).
+# Exit 3: the environment lacks torch, DeepSpeed, transformers, webdataset or mumo_ds; exit 4: train.py's stage table
+# has no such stage (its own message).
 mumo_check_stage() {
     "$PYTHON" - "$STAGE" 2>&1 <<'PY'
 import sys
-try:
+try:  # what the ranks import, not just torch: mumo_ds also imports from the repository root without any install
+    import deepspeed  # noqa: F401
     import torch  # noqa: F401
+    import transformers  # noqa: F401
+    import webdataset  # noqa: F401
     from mumo_ds.training.stages import get_stage
 except Exception as e:
     print(f"{type(e).__name__}: {e}")

@@ -230,6 +230,19 @@ def test_pipeline_refuses_bad_requests_before_submitting(slurm, tmp_path):
     assert slurm.run("squeue", "-h", "-o", "%i").stdout.split() == before
 
 
+def test_the_environment_check_imports_what_the_ranks_import(tmp_path):
+    """A Python with torch but no DeepSpeed passed the check (mumo_ds imports from the repository root without an
+    install, and the stage table needs torch alone), then every rank crashed; no cluster needed."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("class nn:\n    Module = object\n")  # enough for the stage table
+    base = sys._base_executable  # the Python this venv was made from: no DeepSpeed in it
+    script = f"MUMO_REPO={REPO}; source {REPO}/slurm/common.sh; STAGE=1; PYTHON={base}; cd {REPO}; mumo_check_stage"
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "No module named 'deepspeed'" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_an_undefined_stage_stops_the_job_before_launching_with_train_py_s_message(tmp_path):
     """common.sh's check (what caption.sh ran into before stage 3 existed); no cluster needed."""
     script = (f"set -euo pipefail; MUMO_REPO={REPO}; source {REPO}/slurm/common.sh; STAGE=9; cd {REPO}; "
