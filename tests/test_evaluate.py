@@ -237,3 +237,11 @@ def test_render_mp4_without_music_and_failures(tmp_path, monkeypatch, capsys):
     gif = render_motion(_dance(), tmp_path / "fallback.mp4", fps=30, size=128)
     assert gif == tmp_path / "fallback.gif" and gif.is_file() and not (tmp_path / "fallback.mp4").exists()
     assert "writing" in capsys.readouterr().out
+    assert render_motion(_dance(), tmp_path / "UPPER.GIF", fps=30, size=64).is_file()  # the suffix in any case
+    for args, message in (((_dance(), tmp_path / "x.avi"), "writes .gif or .mp4, not .avi"),
+                          ((np.zeros((0, 22, 3)), tmp_path / "x.gif"), r"clip\(s\) \[0\] of 1 are empty"),
+                          (([], tmp_path / "x.gif"), "no clips to render")):
+        with pytest.raises(ValueError, match=message):
+            render_motion(*args, fps=30)
+    with pytest.raises(ValueError, match=r"1 title\(s\) for 2 clip\(s\)"):
+        render_motion([_dance(), _dance()], tmp_path / "x.gif", fps=30, titles=["one"])

@@ -63,10 +63,19 @@ def render_motion(
     """
     if isinstance(clips, np.ndarray) and clips.ndim == 3:
         clips = [clips]
-    path = Path(path)
+    clips, path = list(clips), Path(path)
+    kind = path.suffix.lower()
+    if kind not in (".gif", ".mp4"):
+        raise ValueError(f"{path}: render_motion writes .gif or .mp4, not {path.suffix or 'a file without a suffix'}")
+    bad = [i for i, c in enumerate(clips) if np.asarray(c).ndim != 3 or len(c) == 0]
+    if not clips or bad:
+        raise ValueError(f"{path}: clip(s) {bad} of {len(clips)} are empty or not [T, joints, 3]; give each a frame at least"
+                         if clips else f"{path}: no clips to render")
+    if titles is not None and len(titles) != len(clips):
+        raise ValueError(f"{path}: {len(titles)} title(s) for {len(clips)} clip(s); give one title per clip")
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames = _frames(list(clips), size, titles)
-    if path.suffix == ".mp4":
+    frames = _frames(clips, size, titles)
+    if kind == ".mp4":
         ffmpeg = find_ffmpeg()
         if ffmpeg:
             return _write_mp4(frames, path, fps, audio, ffmpeg)
