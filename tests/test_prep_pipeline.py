@@ -255,6 +255,19 @@ def test_a_tokenizer_off_the_shared_frame_rate_is_refused():
         PrepSettings(split="train", samples_per_shard=3, frame_rate=75, codec=codec_24khz,
                      motion_tokenizer=LSHMotionTokenizer.info)
 
+
+def test_a_relative_input_path_merges_with_its_rejects(inputs, tmp_path, monkeypatch):
+    """Rejects name the input file; the build must name it as the merge does (resolved), or every shard with a reject
+    looks stale to the merge."""
+    music_tok = inputs["music_tok"]
+    settings = PrepSettings(split="train", samples_per_shard=3, min_frames=10, codec=music_tok.info,
+                            codec_settings={"model": str(inputs["codec"])}, motion_tokenizer=LSHMotionTokenizer.info)
+    monkeypatch.chdir(inputs["root"])
+    run_task(Path("records.jsonl"), tmp_path / "out", settings, music_tok=music_tok, motion_tok=LSHMotionTokenizer(),
+             mean=inputs["mean"], std=inputs["std"])
+    assert merge(tmp_path / "out", "train").splits["train"].num_samples == 4
+    assert len((tmp_path / "out" / "rejects.jsonl").read_text().splitlines()) == len(EXPECTED_REJECTS)
+
 def test_a_failure_while_writing_leaves_no_partial_shard(inputs, tmp_path, monkeypatch):
     import webdataset
 

@@ -235,6 +235,7 @@ def run_task(
     if not 0 <= task_id < settings.num_tasks:
         raise ValueError(f"task_id={task_id}: must be in 0..{settings.num_tasks - 1}")
     (out_dir / PREP_DIR).mkdir(parents=True, exist_ok=True)
+    input_path = Path(input_path).resolve()  # as merge reads it back from the plan: rejects name it alike in both
     entries = read_records(input_path)
     for modality, tok, option in (("music", music_tok, "--codec-model"), ("motion", motion_tok, "--motion-model")):
         if tok is None and any(rec is not None and getattr(rec, modality) for rec, _ in entries):
@@ -244,7 +245,7 @@ def run_task(
         raise ValueError(f"{input_path}: records have motion but no Mean/Std to normalise it; pass --motion-mean and --motion-std")
     plan = plan_shards(len(entries), settings.samples_per_shard, settings.num_tasks)
     write_json_atomic(out_dir / PREP_DIR / f"{settings.split}-plan.json", {
-        "input": str(Path(input_path).resolve()), "num_records": len(entries), "num_shards": len(plan), "settings": dataclasses.asdict(settings),
+        "input": str(input_path), "num_records": len(entries), "num_shards": len(plan), "settings": dataclasses.asdict(settings),
     })
     report = TaskReport()
     todo: list[tuple[PlannedShard, str]] = []
