@@ -135,6 +135,8 @@ def test_conditions_skip_clips_shorter_than_seconds_and_give_exactly_num_samples
     assert "skipped 1 val clip(s) shorter than --seconds 0.4 (20 frames)" in capsys.readouterr().out
     args.num_samples = 10  # more than there are: all six long enough
     assert [k for b in conditions(args, config) for k in b["keys"]] == ["a", "b", "c", "d", "e", "f"]
+    args.batch_size = 4  # 6 clips in batches of 4: the last, partial batch is kept
+    assert [b["keys"] for b in conditions(args, config)] == [["a", "b", "c", "d"], ["e", "f"]]
     args.seconds = 1.0
     with pytest.raises(SystemExit, match="no val clip .* is at least --seconds 1 long"):
         conditions(args, config)

@@ -182,29 +182,27 @@ def conditions(args, cfg) -> list[dict]:
     generated, given = TASKS[args.task]
     streams = tuple(sorted(set(generated) | ({given} if given else set()), key=("music", "motion").index))
     frames = round(args.seconds * cfg.frame_rate)
+    # one clip at a time, batched here: the loader drops an epoch's last partial batch, which would lose val clips
     loader = CodesLoader(
-        args.data, "val", batch_size=args.batch_size, crop_frames=frames,
-        streams=streams, shuffle=False, kinds=(streams,),
+        args.data, "val", batch_size=1, crop_frames=frames, streams=streams, shuffle=False, kinds=(streams,),
         expect=expect_for(cfg),
     )
-    batches, used, short = [], 0, 0
-    for batch in loader:
-        if loader.state_dict()["epoch"] > 0:  # the loader is infinite: one pass over val is all there is
+    clips, short = [], 0
+    for clip in loader:
+        if loader.state_dict()["epoch"] > 0 or len(clips) == args.num_samples:  # one pass over val at most
             break
-        whole = torch.stack([batch[f"{m}_mask"].all(dim=1) for m in streams]).all(dim=0)  # [B], no padding
-        short += int((~whole).sum())
-        keep = whole.nonzero().flatten().tolist()[: args.num_samples - used]
-        if keep:
-            batches.append({k: v[keep] if torch.is_tensor(v) else [v[i] for i in keep] for k, v in batch.items()})
-            used += len(keep)
-        if used >= args.num_samples:
-            break
+        if all(bool(clip[f"{m}_mask"].all()) for m in streams):
+            clips.append(clip)
+        else:
+            short += 1
     if short:
         print(f"skipped {short} val clip(s) shorter than --seconds {args.seconds:g} ({frames} frames)", flush=True)
-    if not batches:
+    if not clips:
         raise SystemExit(f"{args.data}: no val clip with {streams} is at least --seconds {args.seconds:g} long; "
                          "lower --seconds")
-    return batches
+    groups = [clips[i : i + args.batch_size] for i in range(0, len(clips), args.batch_size)]
+    return [{k: torch.cat([c[k] for c in group]) if torch.is_tensor(group[0][k]) else [x for c in group for x in c[k]]
+             for k in group[0]} for group in groups]
 
 
 def evaluate_checkpoint(model, args, batches: list[dict], decoders: Decoders) -> dict[str, float]:
