@@ -178,6 +178,15 @@ def test_unknown_backend_and_missing_encodec_package_say_what_to_do(monkeypatch)
         load_backend("encodec_32khz", None)
 
 
+def test_a_silent_file_is_one_error_without_a_kept_anyway_warning(codec_dir, tmp_path, capsys, caplog):
+    from data_prep.tokenize_music import main
+
+    sf.write(str(tmp_path / "silent.wav"), np.zeros(16000, np.float32), 16000)
+    assert main(["--codec-model", str(codec_dir), "--out", str(tmp_path / "codes"), str(tmp_path / "silent.wav")]) == 1
+    assert "the audio is silent" in capsys.readouterr().err
+    assert "kept because allow_silent" not in caplog.text  # the whole file is not judged before its cut
+
+
 def test_tokenize_music_cli_encodes_decodes_and_reports_bad_files(codec_dir, tmp_path, capsys):
     from data_prep.tokenize_music import main
 

@@ -143,11 +143,13 @@ def check_audible(wav: np.ndarray, path: str | os.PathLike, *, allow_silent: boo
     return False
 
 
-def load_mono(path: str | os.PathLike, sample_rate: int, *, allow_silent: bool = False) -> np.ndarray:
-    """Decode, check, downmix and resample ``path`` to float32 [N] at ``sample_rate``."""
+def load_mono(path: str | os.PathLike, sample_rate: int, *, allow_silent: bool | None = False) -> np.ndarray:
+    """Decode, check, downmix and resample ``path`` to float32 [N] at ``sample_rate``. ``allow_silent=None`` leaves
+    silence to the caller (which judges the part it cuts)."""
     wav, sr = load_audio(path)  # [C, N]
     mono = resample(to_mono(wav), sr, sample_rate)  # [N']
-    check_audible(mono, path, allow_silent=allow_silent)
+    if allow_silent is not None:
+        check_audible(mono, path, allow_silent=allow_silent)
     return mono
 
 

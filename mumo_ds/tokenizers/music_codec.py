@@ -252,7 +252,7 @@ class MusicTokenizer:
     def load(self, path: str | os.PathLike, offset_seconds: float = 0.0, max_seconds: float | None = None) -> np.ndarray:
         """Mono float32 [N] at the codec rate from ``offset_seconds`` for at most ``max_seconds``."""
         sr = self.backend.info.sample_rate
-        wav = load_mono(path, sr, allow_silent=True)  # silence is judged on the cut below
+        wav = load_mono(path, sr, allow_silent=None)  # silence is judged on the cut below
         start = int(round(offset_seconds * sr))
         stop = None if max_seconds is None else start + int(round(max_seconds * sr))
         wav = wav[start:stop]
