@@ -115,12 +115,25 @@ def write_motion(codes: torch.Tensor, vqvae_dir: str, out: Path) -> list[str]:
     return ["motion_features.npy", "motion_joints.npy"]
 
 
+OUTPUTS = ("music.npy", "motion.npy", "music.wav", "motion_features.npy", "motion_joints.npy", "captions.json",
+           "generation.json")  # everything a run may write into --out
+
+
+def prepare_out(folder: str) -> Path:
+    """``--out``, created, without the outputs of an earlier run (a text2music run after a text2both one would
+    leave that run's motion.npy beside the new music)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    return out
+
+
 def write_captions(model, args, prompts: dict[str, torch.Tensor]) -> None:
     stream = CAPTION_TASKS[args.task]
     texts = model.caption(**{f"{stream}_codes": prompts[stream]}, num_beams=args.num_beams,
                           max_new_tokens=args.max_new_tokens)[stream]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(args.out)
     (out / "captions.json").write_text(json.dumps({"task": args.task, "captions": texts}, indent=2))
     for text in texts:
         print(f"{stream}: {text}")
@@ -145,8 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         temperature=args.temperature, seed=args.seed, progress=True,
     )
     codes = {m: c.cpu() for m, c in codes.items()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(args.out)
     written = []
     for m, c in codes.items():
         np.save(out / f"{m}.npy", c.cpu().numpy().astype(np.int16))

@@ -159,6 +159,9 @@ def test_generate_cli_writes_codes_and_audio(tiny_model, tmp_path, task):
         assert np.array_equal(np.load(out / "music.npy")[0], np.load(given))
     record = json.loads((out / "generation.json").read_text())
     assert record["task"] == task and record["device"] == "cpu"  # --device defaults to cuda only where there is one
+    if task == "text2both":  # a later run into the same --out leaves none of this one's files behind
+        main(["--model", str(model_dir), "--task", "text2music", "--seconds", "0.1", "--out", str(out)])
+        assert sorted(p.name for p in out.iterdir()) == ["generation.json", "music.npy", "music.wav"]
 
 
 @pytest.mark.parametrize("task", ["music2text", "motion2text"])

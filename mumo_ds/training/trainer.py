@@ -188,6 +188,10 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
         clear_run_folder(cfg, is_main)
     start_step = checkpoint.load(engine, loader, cfg.checkpoint_dir, start[1], rank) if start else 0
     end_step = start_step + 1 if cfg.dry_run else cfg.max_steps
+    if start and start_step >= cfg.max_steps and not cfg.dry_run and is_main:
+        print(f"note: the run folder's checkpoint is at step {start_step}, --max-steps is {cfg.max_steps}: nothing to "
+              "train, only the export is written again (raise --max-steps to continue, or --no-resume --overwrite to "
+              "start over)", flush=True)
 
     if is_main:
         if not cfg.dry_run:
