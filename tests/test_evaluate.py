@@ -36,11 +36,13 @@ def setup(tmp_path_factory):
     return root
 
 
-def test_mumo_eval_table_plots_best_and_resume(setup, tmp_path):
+def test_mumo_eval_table_plots_best_and_resume(setup, tmp_path, capsys):
     args = ["--checkpoints", str(setup / "run" / "epoch*"), "--task", "music2motion", "--data", str(setup / "data"),
             "--seconds", "0.6", "--num-samples", "4", "--batch-size", "2", "--motion-vqvae", str(setup / "vqvae"),
             "--codec", str(setup / "codec"), "--out", str(tmp_path)]
     main(args)
+    notes = capsys.readouterr().out  # this test's decoders are tiny random ones, not what made the sample codes
+    assert "the model's codes come from 'synthetic-v1' (config.music_codec), --codec decodes 'encodec_32khz'" in notes
     rows = (tmp_path / "table.csv").read_text().splitlines()
     assert rows[0].split(",")[:5] == ["checkpoint", "fid_k", "div_k", "div_k_reference", "fid_m"]
     assert [r.split(",")[0] for r in rows[1:]] == ["epoch01", "epoch02"]

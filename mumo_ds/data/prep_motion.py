@@ -83,6 +83,11 @@ class LSHMotionTokenizer:
         return lsh_codes(feats)  # [T, 263] -> int16 [4, T]
 
 
+def vqvae_codes_name(model_dir: str | os.PathLike) -> str:
+    """The name shards (and the models trained on them) give a motion VQ-VAE's codes: after its folder."""
+    return f"motion-vqvae:{Path(model_dir).name}"
+
+
 def saved_feature_stats(model_dir: str | os.PathLike) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The feature Mean/Std a motion VQ-VAE folder was saved with (its ``feature_mean``/``feature_std`` buffers,
     read without building the model), or (None, None) for a model saved without statistics."""
@@ -104,7 +109,7 @@ class VQVAEMotionTokenizer:
     def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", name: str | None = None):
         self.model_dir = str(model_dir)
         self.device = device
-        self.name = name or f"motion-vqvae:{Path(model_dir).name}"
+        self.name = name or vqvae_codes_name(model_dir)
         self.info = {"name": self.name, "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048, "path": self.model_dir}
         self._model = None
         self.mean, self.std = saved_feature_stats(model_dir)  # what it was trained with (None, None if not saved)

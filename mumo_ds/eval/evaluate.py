@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..data import CodesLoader, expect_for
+from ..data.prep_motion import vqvae_codes_name
 from ..modeling import MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.generation import TASKS
 from ..modeling.text import tokenize_captions
@@ -169,6 +170,21 @@ class Decoders:
         from ..tokenizers.motion_features import recover_joints
 
         return [recover_joints(f) for f in decode_batch(self.vqvae, codes)]
+
+
+def warn_decoder_mismatch(cfg, args, decoders: Decoders) -> None:
+    """A note when --codec / --motion-vqvae cannot be what made the model's codes (the names its config records from
+    its training data's manifest; build_shards names a VQ-VAE's codes after its folder): metrics of clips decoded from
+    them would mean nothing."""
+    pairs = []
+    if decoders.codec is not None:
+        pairs.append(("music_codec", cfg.music_codec, "--codec", decoders.codec.info.name))
+    if decoders.vqvae is not None:
+        pairs.append(("motion_tokenizer", cfg.motion_tokenizer, "--motion-vqvae", vqvae_codes_name(args.motion_vqvae)))
+    for field, made_by, option, decodes in pairs:
+        if made_by and made_by != decodes:
+            print(f"note: the model's codes come from {made_by!r} (config.{field}), {option} decodes {decodes!r} codes: "
+                  "metrics of clips decoded from them mean nothing", flush=True)
 
 
 # --------------------------------------------------------------------- evaluation
@@ -313,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((name, result))
             continue
         model = load_checkpoint(path).to(device)
+        if batches is None:
+            warn_decoder_mismatch(model.config, args, decoders)
         batches = batches or conditions(args, model.config)
         result = {"checkpoint": str(path.resolve()), "settings": settings,
                   **evaluate_checkpoint(model, args, batches, decoders)}
