@@ -73,6 +73,12 @@ def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
     if args.prompt_seconds > 0 and given:
         raise SystemExit(f"--prompt-seconds continues the generated streams of a text2* task; --task {args.task} "
                          f"takes the whole {given} stream from --given or --prompt-data instead")
+    if args.given and not given:
+        raise SystemExit(f"--given is the given stream of music2motion, motion2music and *2text; --task {args.task} "
+                         "generates from text (continue a sample with --prompt-data DIR --prompt-seconds N)")
+    if args.prompt_seconds > 0 and round(args.prompt_seconds * cfg.frame_rate) >= num_frames:
+        raise SystemExit(f"--prompt-seconds {args.prompt_seconds:g} covers all of --seconds {args.seconds:g}: nothing "
+                         "would be generated; give fewer prompt seconds or more output seconds")
     if given:
         if args.given:
             codes = torch.from_numpy(np.load(args.given).astype(np.int64))

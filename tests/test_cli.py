@@ -137,8 +137,9 @@ def test_generate_cli_writes_codes_and_audio(tiny_model, tmp_path, task):
     from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
 
     MotionVQVAE(MotionVQVAEConfig.from_preset("tiny")).save_pretrained(tmp_path / "vqvae")
-    main(["--model", str(model_dir), "--task", task, "--seconds", "0.1", "--text", "a dance", "--given", str(given),
-          "--motion-vqvae", str(tmp_path / "vqvae"), "--out", str(tmp_path / "out")])
+    gives = task in ("music2motion", "motion2music")
+    main(["--model", str(model_dir), "--task", task, "--seconds", "0.1", "--text", "a dance",
+          *(["--given", str(given)] if gives else []), "--motion-vqvae", str(tmp_path / "vqvae"), "--out", str(tmp_path / "out")])
     out = tmp_path / "out"
     frames = 6 if task in ("music2motion", "motion2music") else 5
     streams = {"text2both": ("music", "motion"), "music2motion": ("music", "motion"),
@@ -162,6 +163,8 @@ def test_generate_cli_writes_codes_and_audio(tiny_model, tmp_path, task):
     if task == "text2both":  # a later run into the same --out leaves none of this one's files behind
         main(["--model", str(model_dir), "--task", "text2music", "--seconds", "0.1", "--out", str(out)])
         assert sorted(p.name for p in out.iterdir()) == ["generation.json", "music.npy", "music.wav"]
+        with pytest.raises(SystemExit, match="--given is the given stream of music2motion"):  # not silently ignored
+            main(["--model", str(model_dir), "--task", "text2music", "--given", str(given), "--out", str(out)])
 
 
 @pytest.mark.parametrize("task", ["music2text", "motion2text"])

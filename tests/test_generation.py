@@ -180,3 +180,5 @@ def test_cli_prompt_seconds_continues_the_start_of_the_sample(tmp_path):
     given = ["--model", str(tmp_path / "model"), "--task", "music2motion", "--prompt-data", str(tmp_path / "data")]
     with pytest.raises(SystemExit, match="--prompt-seconds continues the generated streams of a text2"):
         generate_main([*given, "--prompt-seconds", "0.2", "--out", str(tmp_path / "out3")])
+    with pytest.raises(SystemExit, match="--prompt-seconds 0.4 covers all of --seconds 0.4: nothing would be generated"):
+        generate_main([*args[:-2], "--prompt-seconds", "0.4", "--prompt-data", str(tmp_path / "data"), "--out", str(tmp_path / "o")])
