@@ -20,7 +20,9 @@ the features are mean |v_xz|^2 (horizontal kinetic energy, no factor 1/2 in the 
 (vertical) and the mean norm of the window-averaged acceleration (energy expenditure).
 The reference computes the earlier velocity of each acceleration as ``p[s] - p[s-1] / dt`` (an
 operator-precedence slip); ``reference_acceleration=True`` (the default) keeps it so that numbers
-compare with published tables, ``False`` uses the physical ``(p[s] - p[s-1]) / dt``.
+compare with published tables, ``False`` uses the physical ``(p[s] - p[s-1]) / dt``. The slip scales with the
+frame time, so only clips at the reference's 60 fps compare with those tables; at MuMo's 50 fps compare
+checkpoints with each other (or resample the joints to 60 fps first).
 
 Geometric ("manual") features: the 32 boolean relations of Müller et al. that AIST++ / Bailando
 evaluate (fairmotion's list), each the fraction of frames 1..T-1 in which it holds. Distances are
