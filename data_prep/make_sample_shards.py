@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stride-seconds", type=float, default=0.04, help="window stride in seconds (default 0.04)")
     parser.add_argument("--val-every", type=int, default=5, help="every N-th window goes to val (default 5)")
     args = parser.parse_args(argv)
+    if args.val_every < 2:
+        parser.error(f"--val-every {args.val_every}: must be >= 2 (every N-th window goes to val, the others to train)")
     manifest = build_sample_shards(
         args.out,
         samples_per_shard=args.samples_per_shard,

@@ -426,6 +426,9 @@ def test_sample_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         make_sample_main(["--help"])
     assert exit_info.value.code == 0 and "--samples-per-shard" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        make_sample_main(["--out", "unused", "--val-every", "1"])  # would leave train empty (0: divide by zero)
+    assert exit_info.value.code == 2 and "--val-every 1: must be >= 2" in capsys.readouterr().err
 
 
 def test_generate_and_eval_check_the_model_format_and_codec_names(tmp_path):

@@ -246,6 +246,11 @@ def test_a_motion_vqvae_normalises_with_the_statistics_it_was_trained_with(input
     assert main([*args, "--out", str(tmp_path / "other"), "--motion-mean", str(SAMPLE_MOTION_DIR / "Mean.npy"),
                  "--motion-std", str(tmp_path / "Std2.npy")]) == 2
     assert "differ from the statistics --motion-model" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    from mumo_ds.data.prep_motion import VQVAEMotionTokenizer
+
+    MotionVQVAE(MotionVQVAEConfig.from_preset("tiny", num_quantizers=2, codebook_size=512)).save_pretrained(tmp_path / "vq2")
+    info = VQVAEMotionTokenizer(tmp_path / "vq2").info  # the format its config says, not always 4 x 2048
+    assert (info["name"], info["num_codebooks"], info["codebook_size"]) == ("motion-vqvae:vq2", 2, 512)
 
 def test_a_tokenizer_off_the_shared_frame_rate_is_refused():
     codec_24khz = {"name": "encodec_24khz", "frame_rate": 75, "num_codebooks": 4, "codebook_size": 1024}

@@ -18,6 +18,7 @@ The default resampler is ``mumo_ds.tokenizers.motion_features.resample_features`
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -110,9 +111,12 @@ class VQVAEMotionTokenizer:
         self.model_dir = str(model_dir)
         self.device = device
         self.name = name or vqvae_codes_name(model_dir)
-        self.info = {"name": self.name, "frame_rate": 50, "num_codebooks": 4, "codebook_size": 2048, "path": self.model_dir}
-        self._model = None
         self.mean, self.std = saved_feature_stats(model_dir)  # what it was trained with (None, None if not saved)
+        config = json.loads((Path(model_dir) / "config.json").read_text())  # its code format, without the model
+        self.info = {"name": self.name, "frame_rate": config.get("frame_rate", 50),
+                     "num_codebooks": config.get("num_quantizers", 4), "codebook_size": config.get("codebook_size", 2048),
+                     "path": self.model_dir}
+        self._model = None
 
     def __getstate__(self) -> dict:
         return self.__dict__ | {"_model": None}
