@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode", action="store_true", help="decode .npy codes to .wav instead of encoding")
     add_codec_args(parser)
     args = parser.parse_args(argv)
+    stems = [Path(name).stem for name in args.inputs]
+    same = sorted({n for n, stem in zip(args.inputs, stems) if stems.count(stem) > 1})
+    if same:  # each writes OUT/<stem>.npy (.wav): the later would overwrite the earlier
+        print(f"error: {same} share a file name; tokenize them into separate --out folders", file=sys.stderr)
+        return 2
     tok = tokenizer_from_args(args, progress=True)
     try:
         tok.backend  # load the codec once, before any file: a bad --codec-model is one error, not one per file

@@ -202,3 +202,7 @@ def test_tokenize_music_cli_encodes_decodes_and_reports_bad_files(codec_dir, tmp
     assert main(["--out", str(tmp_path / "none"), str(good), str(tmp_path / "bad.wav")]) == 2  # no codec: one error
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--codec-model" in err and "FAILED" not in err and not (tmp_path / "none").exists()
+    (tmp_path / "other").mkdir()
+    twin = write_audio(tmp_path / "other" / "good.wav", 1.0, 44100, 1)
+    assert main(["--codec-model", str(codec_dir), "--out", str(tmp_path / "twins"), str(good), str(twin)]) == 2
+    assert "share a file name" in capsys.readouterr().err and not (tmp_path / "twins").exists()
