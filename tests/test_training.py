@@ -69,6 +69,18 @@ def test_an_export_carries_the_starting_folders_codec(tiny_model, tmp_path):
         export_hf({}, tiny_model.config, load_tokenizer("byt5"), out, {"stage": 3})
     assert json.loads((out / "mumo_training.json").read_text()) == {"stage": 2}  # the good export is back in place
 
+
+def test_a_stage_starts_from_a_bf16_folder_in_fp32(tiny_model, tmp_path):
+    """from_pretrained keeps a folder's dtype; the optimizer must update fp32 weights (DeepSpeed casts for bf16)."""
+    from mumo_ds.modeling.text import load_tokenizer
+    from mumo_ds.training.config import TrainConfig
+    from mumo_ds.training.trainer import load_start
+
+    tiny_model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    load_tokenizer("byt5").save_pretrained(tmp_path / "bf16")
+    model, _, _ = load_start(TrainConfig(stage=2, init_from=str(tmp_path / "bf16")), None, STAGES[2])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -73,7 +73,9 @@ def load_start(cfg: TrainConfig, manifest: Manifest, stage: Stage):
             )
         meta = Path(cfg.init_from, "mumo_training.json")
         same_stage = meta.is_file() and json.loads(meta.read_text()).get("stage") == stage.number
-        model = MuMoForConditionalGeneration.from_pretrained(cfg.init_from, **stage.model_overrides)
+        # fp32 whatever the folder's dtype (from_pretrained keeps a bf16 folder bf16): the weights the optimizer
+        # updates; DeepSpeed casts the module itself when its config asks for bf16
+        model = MuMoForConditionalGeneration.from_pretrained(cfg.init_from, dtype=torch.float32, **stage.model_overrides)
         return model, load_tokenizer(cfg.init_from), not same_stage
     config = MuMoConfig.from_preset(
         cfg.preset,
