@@ -98,6 +98,12 @@ def test_ds_config_batch_and_refusals(tmp_path):
     cfg.ds_config = str(tmp_path / "typo.json")
     with pytest.raises(ValueError, match=r"unknown top-level key\(s\) \['zero_optimisation'\]"):
         load_ds_config(cfg, 1)
+    del bad["zero_optimisation"]
+    bad["activation_checkpointing"] = {"partition_activations": True}
+    (tmp_path / "ac.json").write_text(json.dumps(bad))
+    cfg.ds_config = str(tmp_path / "ac.json")
+    with pytest.raises(ValueError, match=r"ac.json: \"activation_checkpointing\" would do nothing .* --activation-checkpointing"):
+        load_ds_config(cfg, 1)
 
 
 def test_every_shipped_ds_config_loads():

@@ -15,7 +15,7 @@ from .config import TrainConfig
 KNOWN_KEYS = {
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
     "steps_per_print", "wall_clock_breakdown", "optimizer", "scheduler", "bf16", "fp16", "zero_optimization",
-    "data_types", "communication_data_type", "zero_force_ds_cpu_optimizer", "activation_checkpointing",
+    "data_types", "communication_data_type", "zero_force_ds_cpu_optimizer",
     "tensorboard", "flops_profiler", "zero_allow_untested_optimizer",
 }
 
@@ -40,6 +40,9 @@ def load_ds_config(cfg: TrainConfig, world_size: int, hidden_size: int | None = 
     if not path.is_file():
         raise FileNotFoundError(f"--ds-config {path}: no such file; pick one of ds_configs/*.json")
     ds = json.loads(path.read_text())
+    if "activation_checkpointing" in ds:  # DeepSpeed's block only configures its checkpoint API, which MuMo never calls
+        raise ValueError(f"{path}: \"activation_checkpointing\" would do nothing here (it configures DeepSpeed's own "
+                         "checkpointing calls, which MuMo does not make); remove it and pass --activation-checkpointing")
     unknown = sorted(set(ds) - KNOWN_KEYS)
     if unknown:
         raise ValueError(f"{path}: unknown top-level key(s) {unknown} (DeepSpeed would silently ignore them)")
