@@ -16,8 +16,9 @@ records 0 samples) and is left out of the manifest.
 
 Resume: each completed shard has a receipt ``.prep/{split}-%06d.json`` holding a
 fingerprint of its inputs (the records, the size and mtime of their files, the codec and
-motion tokenizer settings and the size and mtime of their weights' files) and the shard's sha256. A re-run skips a shard whose receipt
-fingerprint matches and whose tar still has that sha256; anything else is rebuilt.
+motion tokenizer settings, the size and mtime of their weight files) and the shard's
+sha256. A re-run skips a shard whose receipt fingerprint matches and whose tar still has
+that sha256; anything else is rebuilt.
 
 Rejects: every record that failed is listed (index, id, file, reason, message) in its
 shard's receipt and, after the merge, in ``rejects.jsonl`` beside the manifest.
