@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModel
 
 from .data import CodesLoader, expect_for
-from .modeling.generation import TASKS
+from .modeling.generation import TASKS, generation_device
 from .modeling.text import tokenize_captions
 
 CAPTION_TASKS = {"music2text": "music", "motion2text": "motion"}  # task -> stream described
@@ -147,7 +147,7 @@ def write_captions(model, args, prompts: dict[str, torch.Tensor]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = generation_device(args.device)
     model = AutoModel.from_pretrained(args.model).eval().to(device)
     cfg = model.config
     prompts, num_frames = plan_prompts(args, cfg)

@@ -36,7 +36,7 @@ import torch
 from ..data import CodesLoader, expect_for
 from ..data.prep_motion import vqvae_codes_name
 from ..modeling import MuMoConfig, MuMoForConditionalGeneration
-from ..modeling.generation import TASKS
+from ..modeling.generation import TASKS, generation_device
 from ..modeling.text import tokenize_captions
 from ..viz.plots import plot_metric
 from .motion_metrics import mean_beat_align, motion_beats, motion_metrics, music_beats
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = find_checkpoints(args.checkpoints)
     names = checkpoint_names(paths)
     settings = run_settings(args)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = generation_device(args.device)
     cached = [cached_result(out / "results" / f"{name}.json", path, settings) for path, name in zip(paths, names)]
     for path, name, result in zip(paths, names, cached):
         result_file = out / "results" / f"{name}.json"

@@ -34,6 +34,11 @@ TASKS = {  # task -> (streams generated, stream given as a condition)
 }
 
 
+def generation_device(choice: str | None = None) -> torch.device:
+    """Where a CLI generates: ``choice`` (its ``--device``), else CUDA when there is one, else the CPU."""
+    return torch.device(choice or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def sample_next(
     logits: torch.Tensor, top_k: int, top_p: float, temperature: float, generator: torch.Generator
 ) -> torch.Tensor:
