@@ -76,7 +76,8 @@ def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
     if args.given and not given:
         raise SystemExit(f"--given is the given stream of music2motion, motion2music and *2text; --task {args.task} "
                          "generates from text (continue a sample with --prompt-data DIR --prompt-seconds N)")
-    if args.prompt_seconds > 0 and round(args.prompt_seconds * cfg.frame_rate) >= num_frames:
+    prompt_frames = max(1, round(args.prompt_seconds * cfg.frame_rate)) if args.prompt_seconds > 0 else 0
+    if prompt_frames >= num_frames:
         raise SystemExit(f"--prompt-seconds {args.prompt_seconds:g} covers all of --seconds {args.seconds:g}: nothing "
                          "would be generated; give fewer prompt seconds or more output seconds")
     if given:
@@ -89,8 +90,7 @@ def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
             raise SystemExit(f"--task {args.task} needs the {given} codes: --given FILE.npy or --prompt-data DIR")
         prompts[given] = codes
         num_frames = codes.shape[-1]
-    elif args.prompt_data and args.prompt_seconds > 0:
-        prompt_frames = min(num_frames, max(1, round(args.prompt_seconds * cfg.frame_rate)))
+    elif prompt_frames:
         prompts.update(first_val_sample(args.prompt_data, generated, prompt_frames, cfg))
     return prompts, num_frames
 
