@@ -46,6 +46,16 @@ def frozen_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: copies[id(t)] for name, t in model.state_dict(keep_vars=True).items() if id(t) in copies}
 
 
+EXPORT_META = "mumo_training.json"  # what a stage's export records about the run that wrote it
+
+
+def export_meta(folder: str | Path) -> dict:
+    """The :data:`EXPORT_META` record of a model folder: {"stage", "step", "checkpoint", "exported_at"}; {} for a
+    folder no stage exported (a converted MusicGen, a hub id, "scratch")."""
+    path = Path(folder, EXPORT_META)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 ASSET_DIRS = ("codec",)  # folders a model folder carries besides its weights (convert_musicgen's EnCodec)
 
 
@@ -71,7 +81,7 @@ def export_hf(
         shutil.rmtree(leftover, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "mumo_training.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    (tmp / EXPORT_META).write_text(json.dumps(metadata, indent=2, sort_keys=True))
     for name in ASSET_DIRS:
         if assets_from is not None and (Path(assets_from) / name).is_dir():
             shutil.copytree(Path(assets_from) / name, tmp / name)

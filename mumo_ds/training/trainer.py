@@ -29,7 +29,7 @@ from ..modeling.text import load_tokenizer, tokenize_captions
 from . import checkpoint, distributed, faults
 from .config import TrainConfig, parse_config
 from .engine import attn_implementation, build_engine, load_ds_config, training_dtype, wants_compile
-from .export import consolidated_state_dict, export_hf, frozen_weights
+from .export import consolidated_state_dict, export_hf, export_meta, frozen_weights
 from .guards import NonFiniteError, NonFiniteGuard, gradient_norm
 from .metrics import RunLogger, memory_mb, mfu, params_per_frame, training_flops_per_token
 from .preemption import PREEMPTED_EXIT_CODE, Preemption, clear_marker, write_marker
@@ -71,8 +71,7 @@ def load_start(cfg: TrainConfig, manifest: Manifest, stage: Stage):
                 f"--init-from {cfg.init_from}: no HF model folder there (config.json missing); "
                 "run the previous stage first, or pass --init-from DIR (or --init-from scratch --preset NAME)"
             )
-        meta = Path(cfg.init_from, "mumo_training.json")
-        same_stage = meta.is_file() and json.loads(meta.read_text()).get("stage") == stage.number
+        same_stage = export_meta(cfg.init_from).get("stage") == stage.number
         # fp32 whatever the folder's dtype (from_pretrained keeps a bf16 folder bf16): the weights the optimizer
         # updates; DeepSpeed casts the module itself when its config asks for bf16
         model = MuMoForConditionalGeneration.from_pretrained(cfg.init_from, dtype=torch.float32, **stage.model_overrides)
@@ -347,11 +346,8 @@ def max_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, 
 def start_identity(init_from: str) -> str | None:
     """Which export a run starts from, as a checkpoint records it: an export of a stage names its stage, step and
     time (a re-run of that stage writes a new one, which a resume must not ignore); other starts are not compared."""
-    meta = Path(init_from, "mumo_training.json")
-    if init_from == "scratch" or not meta.is_file():
-        return None
-    info = json.loads(meta.read_text())
-    if "exported_at" not in info:  # exports older than this record
+    info = export_meta(init_from) if init_from != "scratch" else {}
+    if "exported_at" not in info:  # not an export of a stage, or one older than this record
         return None
     return f"the stage {info.get('stage')} export of step {info.get('step')} written {info['exported_at']}"
 
