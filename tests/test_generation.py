@@ -133,6 +133,21 @@ def test_one_caption_serves_every_given_item(tiny_model):
         tiny_model.generate(6, {"music": random_codes(1, 2, seed=5), "motion": None}, {"motion": two})
 
 
+
+def test_batch_size_with_one_caption_and_its_contradictions(tiny_model):
+    """One caption and batch_size=3 give 3 items, as 3 copies of the caption do; a batch_size the prompts or
+    captions contradict is refused rather than ignored."""
+    tokenizer = load_tokenizer("byt5")
+    one, three = (tokenize_captions(tokenizer, ["funk"] * n, 32) for n in (1, 3))
+    out_one = tiny_model.generate(5, {"music": None}, {"music": one}, batch_size=3, seed=2)
+    out_three = tiny_model.generate(5, {"music": None}, {"music": three}, seed=2)
+    assert out_one["music"].shape == (3, 4, 5)
+    assert torch.equal(out_one["music"], out_three["music"])
+    with pytest.raises(ValueError, match=r"batch_size=2, but the captions hold 3 items"):
+        tiny_model.generate(5, {"music": None}, {"music": three}, batch_size=2)
+    with pytest.raises(ValueError, match=r"batch_size=1, but the prompts hold 2 items"):
+        tiny_model.generate(5, {"music": random_codes(2, 2, seed=5), "motion": None}, batch_size=1)
+
 # -- mumo-generate ------------------------------------------------------------------------
 @pytest.fixture
 def model_dir(tiny_model, tmp_path):

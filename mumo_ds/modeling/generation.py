@@ -116,13 +116,26 @@ def _captions_for_batch(text: dict, batch: int) -> dict:
     return out
 
 
+def _batch_of(prompts: dict, text: dict, batch_size: int | None) -> int:
+    """The batch of a generation: the prompts', else the caption count (one caption serves any batch), else
+    ``batch_size`` (default 1). A ``batch_size`` the prompts or captions contradict is refused, not ignored."""
+    given = [p.shape[0] for p in prompts.values() if p is not None]
+    counts = [ids.shape[0] for ids, _ in text.values() if ids is not None and ids.shape[0] != 1]
+    fixed = given[0] if given else max(counts, default=None)
+    if batch_size is not None and fixed is not None and batch_size != fixed:
+        source = "the prompts" if given else "the captions"
+        raise ValueError(f"batch_size={batch_size}, but {source} hold {fixed} items; leave batch_size out, or give "
+                         f"{batch_size} items (one caption serves a batch of any size)")
+    return fixed or batch_size or 1
+
+
 @torch.no_grad()
 def generate(
     model,
     num_frames: int,
     prompts: dict[str, torch.Tensor | None],
     text: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     guidance_scale: float = 4.0,
     top_k: int = 250,
     top_p: float = 0.0,
@@ -141,6 +154,7 @@ def generate(
             whole stream, e.g. the music of music-to-motion) or None.
         text: stream -> (caption ids [B, L], mask [B, L]); a missing stream gets the null caption. One
             caption ([1, L]) is used for every item.
+        batch_size: items to generate when neither the prompts nor several captions fix it (default 1).
         guidance_scale: classifier-free guidance scale; 1.0 turns guidance off (no doubled batch).
         top_k, top_p, temperature: sampling; temperature 0 is greedy.
         seed: the same seed gives the same codes.
@@ -159,9 +173,7 @@ def generate(
     for m in streams:
         if prompts[m] is not None:
             _check_prompt(model, m, prompts[m])
-    given = [p for p in prompts.values() if p is not None]
-    captions = [ids for ids, _ in (text or {}).values() if ids is not None]
-    batch = given[0].shape[0] if given else max((ids.shape[0] for ids in captions), default=batch_size)
+    batch = _batch_of(prompts, text or {}, batch_size)
     text = _captions_for_batch(text or {}, batch)
     grids = {}
     for m in streams:
