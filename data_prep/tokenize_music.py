@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.decode:
                 codes = np.load(src, allow_pickle=False)  # [K, T]
-                dst = tok.write_wav(out / f"{src.stem}.wav", tok.decode(codes))
+                dst = tok.write_wav(out / f"{src.stem}.wav", tok.decode(codes, source=str(src)))
             else:
                 dst = out / f"{src.stem}.npy"
                 np.save(dst, tok.encode_file(src), allow_pickle=False)

@@ -198,6 +198,18 @@ def test_tokenize_music_cli_encodes_decodes_and_reports_bad_files(codec_dir, tmp
     assert codes.shape == (4, 50) and codes.dtype == np.int16
     assert main(["--codec-model", str(codec_dir), "--decode", "--out", str(tmp_path / "wav"), str(tmp_path / "codes" / "good.npy")]) == 0
     assert sf.info(str(tmp_path / "wav" / "good.wav")).frames == 50 * 640
+    pad, negative = codes.copy(), codes.copy()
+    pad[2, 7], negative[1, 3] = 2048, -1
+    for name, bad in {"pad": pad, "negative": negative, "float": codes * 0.5}.items():
+        np.save(tmp_path / "codes" / f"{name}.npy", bad)  # a pad id, -1, and float codes: each reported, none stops the run
+    capsys.readouterr()
+    names = [str(tmp_path / "codes" / f"{n}.npy") for n in ("pad", "negative", "float", "good")]
+    assert main(["--codec-model", str(codec_dir), "--decode", "--out", str(tmp_path / "wav2"), *names]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {names[0]}: music codes must lie in 0..2047, got {codes.min()}..2048" in err
+    assert f"FAILED {names[1]}: music codes must lie in 0..2047, got -1..{codes.max()}" in err
+    assert f"FAILED {names[2]}: music codes must be an integer [4, T] array, got float64" in err
+    assert sorted(p.name for p in (tmp_path / "wav2").iterdir()) == ["good.wav"]
     capsys.readouterr()
     assert main(["--out", str(tmp_path / "none"), str(good), str(tmp_path / "bad.wav")]) == 2  # no codec: one error
     err = capsys.readouterr().err

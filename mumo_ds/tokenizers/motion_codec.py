@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mumo_ds.tokenizers.codes import check_codes
 from mumo_ds.tokenizers.motion_features import check_features, resample_features
 from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE
 
@@ -36,13 +37,7 @@ def features_to_codes(model: MotionVQVAE, feats: np.ndarray, fps: float, source:
 def codes_to_features(model: MotionVQVAE, codes: np.ndarray, source: str = "codes") -> np.ndarray:
     """Codes [num_quantizers, T] (any int dtype) -> raw features [T, 263] float32 at the model's rate."""
     _check_stats(model)
-    codes = np.asarray(codes)
-    k, v = model.config.num_quantizers, model.config.codebook_size
-    if codes.ndim != 2 or codes.shape[0] != k or not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"{source}: motion codes must be an integer [{k}, T] array, got {codes.dtype} {list(codes.shape)}")
-    if codes.size and (codes.min() < 0 or codes.max() >= v):
-        raise ValueError(f"{source}: motion codes must lie in 0..{v - 1}, got {codes.min()}..{codes.max()}; "
-                         "decode codes of this VQ-VAE (special ids such as the model's pad are not motion)")
+    codes = check_codes(codes, model.config.num_quantizers, model.config.codebook_size, source, "motion")
     x = torch.from_numpy(codes.astype(np.int64))[None].to(model.feature_mean.device)  # [1, 4, T]
     feats = model.denormalize(model.decode(x))[0]  # [T, 263]
     return feats.float().cpu().numpy()

@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from .audio_io import AudioError, check_audible, load_mono, write_wav
+from .codes import check_codes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,14 +267,12 @@ class MusicTokenizer:
         return self.encode([self.load(path, offset_seconds, max_seconds)])[0]
 
     # -- decoding -----------------------------------------------------------------------
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """int [K, T] -> float32 [T * hop] audio at the codec's sample rate."""
+    def decode(self, codes: np.ndarray, source: str = "codes") -> np.ndarray:
+        """int [K, T] -> float32 [T * hop] audio at the codec's sample rate; ``source`` names the codes in errors."""
         import torch
 
-        codes = np.asarray(codes)
         info = self.backend.info
-        if codes.ndim != 2 or codes.shape[0] != info.num_codebooks:
-            raise ValueError(f"codes shape {codes.shape}: expected [{info.num_codebooks}, T]")
+        codes = check_codes(codes, info.num_codebooks, info.codebook_size, source, "music")
         with torch.inference_mode():
             wav = self.backend.decode(torch.from_numpy(codes.astype(np.int64))[None])  # [1, 1, T * hop]
         return wav[0, 0].float().cpu().numpy()
