@@ -1,4 +1,4 @@
-"""Train the motion VQ-VAE on HumanML3D 263-d features (any source fps, trained at 50 fps).
+"""Train the motion VQ-VAE on HumanML3D 263-d features (any source fps, trained at the model's frame rate, 50 fps).
 
 Launch (from the repository root)::
 
@@ -10,10 +10,10 @@ Launch (from the repository root)::
     python -m data_prep.train_motion_vqvae ... --overwrite                      # start over in a used --out
 
 A used ``--out`` (one with checkpoints) needs one of the two; ``--resume`` refuses a checkpoint of
-another seed, rank count or model config.
+another seed, rank count, model config, ``--fps`` or Mean/Std.
 
-Each clip is loaded (checked), resampled to 50 fps keeping the motion
-(:func:`mumo_ds.tokenizers.motion_features.resample_features`) and normalised with ``--mean``/``--std``.
+Each clip is loaded (checked), resampled to the model's ``frame_rate`` (50 fps) keeping the motion, as
+encoding does (:func:`mumo_ds.tokenizers.motion_features.at_rate`), and normalised with ``--mean``/``--std``.
 Held out: the last ``--val-clips`` clips (by name), or with ``--val-clips 0`` the last
 ``--val-fraction`` of every clip. Training draws random windows of ``--window`` frames.
 
@@ -27,6 +27,7 @@ reconstruction MPJPE in mm on recovered joints, per-level code perplexity).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -47,7 +48,7 @@ from mumo_ds.tokenizers.motion_checkpoint import (
     write_main_state,
     write_rank_state,
 )
-from mumo_ds.tokenizers.motion_features import denormalize, load_features, load_stats, normalize, resample_features
+from mumo_ds.tokenizers.motion_features import at_rate, denormalize, load_features, load_stats, normalize
 from mumo_ds.tokenizers.motion_metrics import mpjpe_mm, perplexity, perplexity_from_counts
 from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
 from mumo_ds.tokenizers.motion_vqvae_config import PRESETS
@@ -64,8 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--std", default=str(SAMPLE_DIR / "Std.npy"), help="dataset Std.npy [263]")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--preset", default="base", choices=sorted(PRESETS), help="model size preset")
-    p.add_argument("--config", default=None, help="JSON file of MotionVQVAEConfig fields (overrides --preset)")
-    p.add_argument("--window", type=int, default=64, help="training window in frames at 50 fps")
+    p.add_argument("--config", default=None, help="JSON file of MotionVQVAEConfig fields, over those of --preset")
+    p.add_argument("--window", type=int, default=64, help="training window in frames at the model's frame_rate (50 fps)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per rank per step")
     p.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
     p.add_argument("--lr", type=float, default=2e-4)
@@ -102,9 +103,9 @@ def find_feature_files(paths: list[str]) -> list[Path]:
     return files
 
 
-def prepare_clips(files: list[Path], fps: float, mean: np.ndarray, std: np.ndarray) -> list[np.ndarray]:
-    """Each file -> normalised features [T50, 263] at 50 fps."""
-    return [normalize(resample_features(load_features(f), fps, 50.0), mean, std) for f in files]
+def prepare_clips(files: list[Path], fps: float, rate: float, mean: np.ndarray, std: np.ndarray) -> list[np.ndarray]:
+    """Each file -> normalised features [T, 263] at ``rate``, the model's frame rate."""
+    return [normalize(at_rate(load_features(f), fps, rate), mean, std) for f in files]
 
 
 def split_clips(clips: list[np.ndarray], val_clips: int, val_fraction: float) -> tuple[list, list]:
@@ -215,7 +216,7 @@ def eval_windows(val: list[np.ndarray], window: int) -> list[np.ndarray]:
 
 @torch.no_grad()
 def evaluate(model: MotionVQVAE, val: list[np.ndarray], mean: np.ndarray, std: np.ndarray, device: torch.device) -> dict:
-    """Held-out windows (normalised, 50 fps) -> reconstruction loss, MPJPE (mm, frame-weighted means)
+    """Held-out windows (normalised, at the model's rate) -> reconstruction loss, MPJPE (mm, frame-weighted means)
     on recovered joints, and per-level code perplexity over all held-out frames."""
     k, frames, sums, codes = model.config.codebook_size, 0, {}, []
     for clip in val:
@@ -239,9 +240,13 @@ def evaluate(model: MotionVQVAE, val: list[np.ndarray], mean: np.ndarray, std: n
 
 
 def build_config(args: argparse.Namespace) -> MotionVQVAEConfig:
-    if args.config:
-        return MotionVQVAEConfig(**json.loads(Path(args.config).read_text()))
-    return MotionVQVAEConfig.from_preset(args.preset)
+    """``--preset``, with the fields of ``--config`` (a JSON object) over it; a field the config lacks is refused."""
+    fields = json.loads(Path(args.config).read_text()) if args.config else {}
+    known = set(inspect.signature(MotionVQVAEConfig.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"--config {args.config}: unknown MotionVQVAEConfig field(s) {unknown}; known: {sorted(known)}")
+    return MotionVQVAEConfig.from_preset(args.preset, **fields)
 
 
 def export_model(model: MotionVQVAE, out_dir: Path, args: argparse.Namespace) -> None:
@@ -251,7 +256,8 @@ def export_model(model: MotionVQVAE, out_dir: Path, args: argparse.Namespace) ->
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     (tmp / "README.md").write_text(
-        "# Motion VQ-VAE\n\nHumanML3D 263-d features at 50 fps <-> 4 x 2048 codes per frame "
+        f"# Motion VQ-VAE\n\nHumanML3D 263-d features at {model.config.frame_rate} fps <-> "
+        f"{model.config.num_quantizers} x {model.config.codebook_size} codes per frame "
         "(`mumo_ds.tokenizers.motion_vqvae.MotionVQVAE`).\n\n"
         f"Feature statistics (`feature_mean`/`feature_std` buffers) from `{args.mean}` / `{args.std}`. "
         "The bundled statistics and sample clip come from the AIST++ dataset (Li et al., \"AI Choreographer\", "
@@ -271,12 +277,13 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt_root, log_file = out / "checkpoints", out / "logs" / "metrics.jsonl"
     torch.manual_seed(args.seed)
 
+    config = build_config(args)
     mean, std = load_stats(args.mean, args.std)
     files = find_feature_files(args.features)
-    train_clips, val_clips = split_clips(prepare_clips(files, args.fps, mean, std), args.val_clips, args.val_fraction)
+    clips = prepare_clips(files, args.fps, config.frame_rate, mean, std)
+    train_clips, val_clips = split_clips(clips, args.val_clips, args.val_fraction)
     sampler = WindowSampler(train_clips, args.window, seed=args.seed * 1000 + rank)
 
-    config = build_config(args)
     model = MotionVQVAE(config).to(device)
     model.set_feature_stats(torch.from_numpy(mean), torch.from_numpy(std))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -288,14 +295,17 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.overwrite:
             raise ValueError(f"{latest}: {out} holds an earlier run's checkpoints; pass --resume to continue it, or "
                              f"--overwrite to start over (deletes {ckpt_root})")
+        if world > 1:
+            dist.barrier()  # every rank has found the checkpoint before rank 0 deletes it
         if rank == 0:
             shutil.rmtree(ckpt_root)
         if world > 1:
             dist.barrier()
         latest = None
     if latest is not None:
-        check_same_run(latest, args.seed, world, config)  # before loading: a model of another shape cannot load
+        check_same_run(latest, args.seed, world, config, args.fps)  # before loading: another shape cannot load
         state, rng = load_checkpoint(latest, model, optimizer, rank)
+        check_same_stats(latest, model, mean, std, args)
         set_rng_state(rng, sampler)
         start = state["step"]
     elif args.resume and rank == 0:
@@ -309,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
         log_file.write_text("".join(ln + "\n" for ln in kept))
         print(
             f"motion VQ-VAE: {len(files)} clip(s), {sum(c.shape[0] for c in train_clips)} train / "
-            f"{sum(c.shape[0] for c in val_clips)} held-out frames at 50 fps, {sum(p.numel() for p in model.parameters())} "
+            f"{sum(c.shape[0] for c in val_clips)} held-out frames at {config.frame_rate} fps, {sum(p.numel() for p in model.parameters())} "
             f"parameters, {world} rank(s), steps {start}..{args.steps}",
             file=sys.stderr,
         )
@@ -348,14 +358,17 @@ def run_config(config: MotionVQVAEConfig) -> dict:
     return json.loads(config.to_json_string(use_diff=False)) | {"transformers_version": None}
 
 
-def check_same_run(checkpoint: Path, seed: int, world: int, config: MotionVQVAEConfig) -> None:
-    """--resume continues the run the checkpoint belongs to: same ranks, seed and model, or a clear error."""
+def check_same_run(checkpoint: Path, seed: int, world: int, config: MotionVQVAEConfig, fps: float) -> None:
+    """--resume continues the run the checkpoint belongs to: same ranks, seed, input fps and model, or a clear error."""
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     if state["world_size"] != world:
         raise ValueError(f"{checkpoint}: written by {state['world_size']} rank(s), resumed with {world}; use the same number")
     if state.get("seed", seed) != seed:
         raise ValueError(f"{checkpoint}: the run used --seed {state['seed']}, this one --seed {seed}; resume with "
                          f"--seed {state['seed']}, or start over with --overwrite")
+    if state.get("fps", fps) != fps:
+        raise ValueError(f"{checkpoint}: the run read its features at --fps {state['fps']}, this one at --fps {fps}; "
+                         f"resume with --fps {state['fps']}, or start over with --overwrite")
     saved, current = state.get("model"), run_config(config)
     if saved is not None and saved != current:
         changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
@@ -363,12 +376,21 @@ def check_same_run(checkpoint: Path, seed: int, world: int, config: MotionVQVAEC
                          "start over with --overwrite")
 
 
+def check_same_stats(checkpoint: Path, model: MotionVQVAE, mean: np.ndarray, std: np.ndarray, args) -> None:
+    """The loaded checkpoint's Mean/Std are those this run normalises its clips with: the saved model keeps the
+    checkpoint's, so other files would train on data the exported model does not normalise that way."""
+    saved = model.feature_mean.cpu().numpy(), model.feature_std.cpu().numpy()
+    if not (np.array_equal(saved[0], mean) and np.array_equal(saved[1], std)):
+        raise ValueError(f"{checkpoint}: the run normalised its features with other statistics than --mean {args.mean} "
+                         f"/ --std {args.std}; resume with the run's Mean/Std files, or start over with --overwrite")
+
+
 def save_checkpoint(root: Path, step: int, model, optimizer, sampler: WindowSampler, rank: int, world: int, args) -> None:
     """All ranks: rank 0 writes model/optimizer/state, every rank its RNG, then rank 0 renames into place."""
     tmp = step_dir(root, step).with_suffix(".tmp")
     if rank == 0:
         begin_checkpoint(root, step)
-        write_main_state(tmp, model, optimizer, {"step": step, "world_size": world, "seed": args.seed,
+        write_main_state(tmp, model, optimizer, {"step": step, "world_size": world, "seed": args.seed, "fps": args.fps,
                                                  "model": run_config(model.config)})
     if world > 1:
         dist.barrier()

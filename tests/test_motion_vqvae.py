@@ -167,10 +167,36 @@ def test_trainer_refuses_to_mix_two_runs_in_one_folder(tmp_path):
     with pytest.raises(ValueError, match=r"the run's model differs in \['code_dim', 'dilations', 'hidden_size'\]"):
         run_trainer(out, 6, "--resume", "--preset", "small")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003"]  # refused before any change
+    std = tmp_path / "Std2.npy"
+    np.save(std, np.load(MOTION_DIR / "Std.npy") * 2)
+    with pytest.raises(ValueError, match=rf"other statistics than --mean .*Mean.npy / --std {std}"):
+        run_trainer(out, 6, "--resume", "--std", str(std))
+    with pytest.raises(ValueError, match="the run read its features at --fps 60.0, this one at --fps 30.0"):
+        run_trainer(out, 6, "--resume", "--fps", "30")
     restarted = run_trainer(out, 2, "--overwrite")
     assert [m["step"] for m in restarted] == [1, 2]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]
 
+
+
+def test_trainer_trains_at_the_models_frame_rate_as_encoding_reads(tmp_path):
+    """Clips reach the trainer as features_to_codes reads them: resampled to config.frame_rate (not a fixed 50),
+    and left as they are (contact labels included) when the input is at that rate already."""
+    config = tmp_path / "rate.json"
+    config.write_text(json.dumps({"frame_rate": 20}))
+    run_trainer(tmp_path / "run20", 1, "--config", str(config), "--val-clips", "0")
+    report = json.loads((tmp_path / "run20" / "report.json").read_text())
+    assert report["train_frames"] + report["val_frames"] == 719 * 20 // 60  # 60 fps clip at 20 fps (a 50 fps run: 599)
+    model = MotionVQVAE.from_pretrained(tmp_path / "run20" / "model")
+    assert model.config.frame_rate == 20 and model.config.hidden_size == 32  # --preset tiny under the config's field
+    mean, std = load_stats(MOTION_DIR / "Mean.npy", MOTION_DIR / "Std.npy")
+    clip50 = resample_features(load_features(CLIP), 60, 50, contacts="nearest")  # labels a re-detection would change
+    np.save(tmp_path / "clip50.npy", clip50)
+    (prepared,) = train_motion_vqvae.prepare_clips([tmp_path / "clip50.npy"], 50, 50, mean, std)
+    np.testing.assert_array_equal(prepared, normalize(clip50, mean, std))
+    config.write_text(json.dumps({"frame_rate": 20, "hiden_size": 64}))
+    with pytest.raises(ValueError, match=r"unknown MotionVQVAEConfig field\(s\) \['hiden_size'\]"):
+        run_trainer(tmp_path / "typo", 1, "--config", str(config))
 
 def test_codes_cli_encode_decode(tmp_path):
     run_trainer(tmp_path / "run", 2)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mumo_ds.tokenizers.codes import check_codes
-from mumo_ds.tokenizers.motion_features import check_features, resample_features
+from mumo_ds.tokenizers.motion_features import at_rate, check_features
 from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE
 
 
@@ -27,8 +27,7 @@ def features_to_codes(model: MotionVQVAE, feats: np.ndarray, fps: float, source:
     """Raw features [T, 263] at ``fps`` -> codes int16 [num_quantizers, T_50]."""
     _check_stats(model)
     feats = check_features(np.asarray(feats), source)
-    rate = model.config.frame_rate
-    resampled = feats if fps == rate else resample_features(feats, fps, rate)  # [T_50, 263]
+    resampled = at_rate(feats, fps, model.config.frame_rate)  # [T_50, 263]
     x = model.normalize(torch.from_numpy(resampled).to(model.feature_mean.device))[None]  # [1, T, 263]
     codes = model.encode(x)[0]  # [4, T]
     return codes.cpu().numpy().astype(np.int16)

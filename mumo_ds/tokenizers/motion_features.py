@@ -34,6 +34,7 @@ __all__ = [
     "recover_root",
     "resample_features",
     "resample_features_naive",
+    "at_rate",
 ]
 
 
@@ -89,3 +90,9 @@ def normalize(feats: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarra
 def denormalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Inverse of :func:`normalize`: [..., 263] -> ``x * std + mean`` (float32)."""
     return (x * std + mean).astype(np.float32)
+
+
+def at_rate(feats: np.ndarray, fps: float, rate: float) -> np.ndarray:
+    """Features [T, 263] at ``fps`` -> at ``rate``: as they are when the rates agree (the clip's own contact
+    labels kept), else :func:`resample_features`. The one rule of training a motion tokenizer and encoding with it."""
+    return feats if fps == rate else resample_features(feats, fps, rate)
