@@ -178,6 +178,25 @@ def test_unknown_backend_and_missing_encodec_package_say_what_to_do(monkeypatch)
         load_backend("encodec_32khz", None)
 
 
+
+def test_a_folder_of_another_model_is_a_named_error(tmp_path, capsys):
+    """Another model's folder as --codec-model (here a T5, and the motion VQ-VAE whose config EncodecModel would
+    half-read into an AttributeError): one error line and exit 2, no traceback."""
+    from transformers import T5Config
+
+    from data_prep.tokenize_music import main
+    from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
+
+    T5Config(d_model=8, num_layers=1, num_heads=1, d_ff=8, d_kv=8).save_pretrained(tmp_path / "t5")
+    MotionVQVAE(MotionVQVAEConfig.from_preset("tiny")).save_pretrained(tmp_path / "vqvae")
+    audio = write_audio(tmp_path / "a.wav", 0.5, 32000, 1)
+    capsys.readouterr()
+    with pytest.raises(ValueError, match=r"t5: holds a 't5' model, not an EnCodec; pass the folder of"):
+        MusicTokenizer("encodec_32khz", tmp_path / "t5").backend
+    assert main(["--codec-model", str(tmp_path / "vqvae"), "--out", str(tmp_path / "out"), str(audio)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'vqvae'}: ") and "EnCodec" in err and "Traceback" not in err
+
 def test_a_silent_file_is_one_error_without_a_kept_anyway_warning(codec_dir, tmp_path, capsys, caplog):
     from data_prep.tokenize_music import main
 
