@@ -11,6 +11,7 @@ import torch
 
 from data_prep import motion_codes, train_motion_vqvae
 from data_prep.train_motion_vqvae import WindowSampler, train_step
+from mumo_ds.tokenizers.motion_codec import decode_batch
 from mumo_ds.tokenizers.motion_features import load_features, load_stats, normalize, resample_features
 from mumo_ds.tokenizers.motion_rvq import EMACodebook
 from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
@@ -198,6 +199,7 @@ def test_trainer_trains_at_the_models_frame_rate_as_encoding_reads(tmp_path):
     with pytest.raises(ValueError, match=r"unknown MotionVQVAEConfig field\(s\) \['hiden_size'\]"):
         run_trainer(tmp_path / "typo", 1, "--config", str(config))
 
+
 def test_codes_cli_encode_decode(tmp_path):
     run_trainer(tmp_path / "run", 2)
     model_dir = tmp_path / "run" / "model"
@@ -215,6 +217,10 @@ def test_codes_cli_encode_decode(tmp_path):
     np.save(bad, np.full((4, 20), 2048, np.int64))  # the MuMo pad id is not a motion code
     with pytest.raises(SystemExit, match=r"error: .*bad.npy: motion codes must lie in 0..2047, got 2048..2048"):
         motion_codes.main(["decode", "--model", str(model_dir), "--codes", str(bad), "--out-features", str(feats_file)])
+    batch = torch.from_numpy(codes[None].astype(np.int64))
+    assert decode_batch(MotionVQVAE.from_pretrained(model_dir), batch)[0].tolist() == np.load(feats_file).tolist()
+    with pytest.raises(ValueError, match="has no feature statistics"):  # normalised features are not motion
+        decode_batch(MotionVQVAE(MotionVQVAEConfig.from_preset("tiny")), batch)
 
 
 @pytest.mark.distributed

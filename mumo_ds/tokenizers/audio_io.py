@@ -119,7 +119,7 @@ def to_mono(wav: np.ndarray) -> np.ndarray:
 
 
 def resample(wav: np.ndarray, src_sr: int, dst_sr: int) -> np.ndarray:
-    """[..., N] at src_sr -> [..., round(N * dst_sr / src_sr)] at dst_sr (polyphase, anti-aliased)."""
+    """[..., N] at src_sr -> [..., ceil(N * dst_sr / src_sr)] at dst_sr (polyphase, anti-aliased)."""
     if src_sr == dst_sr:
         return wav.astype(np.float32, copy=False)
     from scipy.signal import resample_poly

@@ -44,5 +44,6 @@ def codes_to_features(model: MotionVQVAE, codes: np.ndarray, source: str = "code
 
 def decode_batch(model: MotionVQVAE, codes: torch.Tensor) -> np.ndarray:
     """Codes [B, num_quantizers, T] -> raw (denormalised) features [B, T, 263] float32, in one forward."""
+    _check_stats(model)
     with torch.inference_mode():
         return model.denormalize(model.decode(codes.long())).float().cpu().numpy()
