@@ -76,6 +76,9 @@ def plan_prompts(args, cfg) -> tuple[dict[str, torch.Tensor | None], int]:
     if args.given and not given:
         raise SystemExit(f"--given is the given stream of music2motion, motion2music and *2text; --task {args.task} "
                          "generates from text (continue a sample with --prompt-data DIR --prompt-seconds N)")
+    if args.prompt_data and not given and args.prompt_seconds <= 0:
+        raise SystemExit(f"--prompt-data on --task {args.task} continues its first val sample: give the seconds to "
+                         "continue with --prompt-seconds N (or drop --prompt-data to generate from text alone)")
     prompt_frames = max(1, round(args.prompt_seconds * cfg.frame_rate)) if args.prompt_seconds > 0 else 0
     if prompt_frames >= num_frames:
         raise SystemExit(f"--prompt-seconds {args.prompt_seconds:g} covers all of --seconds {args.seconds:g}: nothing "

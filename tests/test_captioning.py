@@ -125,3 +125,14 @@ def test_the_caption_decoder_depth_may_be_given_as_t5_s_num_layers():
         assert len(decoder.t5.decoder.block) == 3 and len(decoder.t5.encoder.block) == 0, depth
     with pytest.raises(ValueError, match="give its depth as num_decoder_layers"):
         CaptionDecoder(64, shape)
+
+
+def test_caption_runs_in_eval_mode(captioner):
+    """Greedy captions of a model in training mode (T5 and MuMo dropout) are its eval-mode captions, and the model
+    stays in training mode."""
+    codes = random_codes(2, 12, seed=3)
+    want = captioner.caption(music_codes=codes, num_beams=1, max_new_tokens=8)
+    captioner.train()
+    for _ in range(2):
+        assert captioner.caption(music_codes=codes, num_beams=1, max_new_tokens=8) == want
+    assert captioner.training and captioner.caption_decoder.t5.training

@@ -148,6 +148,37 @@ def test_batch_size_with_one_caption_and_its_contradictions(tiny_model):
     with pytest.raises(ValueError, match=r"batch_size=1, but the prompts hold 2 items"):
         tiny_model.generate(5, {"music": random_codes(2, 2, seed=5), "motion": None}, batch_size=1)
 
+
+def test_sampling_runs_in_eval_mode_and_gives_the_model_back_in_its_mode(tiny_model, captions):
+    """A model in training mode (sampled mid-training) samples as in eval mode: its caption dropout (0.3) and dropout
+    would drop captions and break seeding. The model is back in training mode after."""
+    text = text_of(captions, ("music",))
+    want = []
+    tiny_model.generate(6, {"music": None}, text, seed=5, step_logits=want)
+    modes = [m.training for m in tiny_model.train().modules()]
+    torch.manual_seed(0)  # caption dropout draws from torch's RNG: with these draws it drops a caption in training mode
+    for _ in range(3):
+        logits = []
+        tiny_model.generate(6, {"music": None}, text, seed=5, step_logits=logits)
+        assert all(torch.equal(a, b) for a, b in zip(logits, want, strict=True))
+        assert tiny_model.training and [m.training for m in tiny_model.modules()] == modes
+
+
+def test_captions_of_streams_not_generated_are_refused(tiny_model, captions):
+    with pytest.raises(ValueError, match=r"text: captions for \['motion'\], which are not streams of this generation"):
+        tiny_model.generate(4, {"music": None}, text_of(captions, ("music", "motion")))
+
+
+def test_guidance_without_any_caption_does_not_double_the_batch(tiny_model, monkeypatch):
+    """With no caption the conditional rows are the unconditional ones: one batch, codes of guidance 1."""
+    rows = []
+    step = tiny_model.decode_step
+    monkeypatch.setattr(tiny_model, "decode_step", lambda columns, *a: rows.append(columns["music"].shape[0]) or step(columns, *a))
+    prompts = {"music": random_codes(2, 2, seed=1)}
+    plain = tiny_model.generate(5, prompts, guidance_scale=1.0, seed=4)["music"]
+    assert torch.equal(tiny_model.generate(5, prompts, guidance_scale=4.0, seed=4)["music"], plain)
+    assert set(rows) == {2}
+
 # -- mumo-generate ------------------------------------------------------------------------
 @pytest.fixture
 def model_dir(tiny_model, tmp_path):
@@ -197,3 +228,5 @@ def test_cli_prompt_seconds_continues_the_start_of_the_sample(tmp_path):
         generate_main([*given, "--prompt-seconds", "0.2", "--out", str(tmp_path / "out3")])
     with pytest.raises(SystemExit, match="--prompt-seconds 0.4 covers all of --seconds 0.4: nothing would be generated"):
         generate_main([*args[:-2], "--prompt-seconds", "0.4", "--prompt-data", str(tmp_path / "data"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="--prompt-data on --task text2music continues its first val sample: give"):
+        generate_main([*args[:-2], "--prompt-data", str(tmp_path / "data"), "--out", str(tmp_path / "o")])  # was ignored

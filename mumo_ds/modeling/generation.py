@@ -13,10 +13,16 @@ Two ways to get the logits of step ``s``, with the same sampler:
   the reference the cached path must reproduce token for token.
 
 Classifier-free guidance runs conditional and unconditional (null caption) rows
-as one doubled batch: ``logits = uncond + scale * (cond - uncond)``.
+as one doubled batch: ``logits = uncond + scale * (cond - uncond)``. Without any
+caption both rows would be the same, so the batch is not doubled.
+
+Sampling runs in eval mode whatever mode the model is in (:func:`in_eval_mode`):
+caption dropout and dropout would otherwise drop captions and break seeding.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from tqdm import tqdm
@@ -37,6 +43,22 @@ TASKS = {  # task -> (streams generated, stream given as a condition)
 def generation_device(choice: str | None = None) -> torch.device:
     """Where a CLI generates: ``choice`` (its ``--device``), else CUDA when there is one, else the CPU."""
     return torch.device(choice or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def in_eval_mode(fn):
+    """Run ``fn(model, ...)`` with the model in eval mode and give it back in its own mode (a model sampled
+    mid-training): caption dropout and dropout would otherwise drop captions and break seeding."""
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        was_training = model.training
+        model.eval()
+        try:
+            return fn(model, *args, **kwargs)
+        finally:
+            model.train(was_training)
+
+    return wrapper
 
 
 def sample_next(
@@ -70,13 +92,13 @@ def delayed_column(grid: torch.Tensor, column: int, special: int) -> torch.Tenso
     return out
 
 
-def _text_states(model, text, streams, batch, guidance_scale, device):
+def _text_states(model, text, streams, batch, guided: bool, device):
     """Conditional text states per stream, and with guidance the null rows appended: [B or 2B, Lc, D]."""
     states = {}
     for m in streams:
         ids, mask = (None if x is None else x.to(device) for x in text.get(m, (None, None)))  # tokenizers give CPU ids
         cond, key_mask = model.encode_text(ids, mask, batch, device)
-        if guidance_scale != 1.0:
+        if guided:
             null = torch.zeros_like(cond)
             null_mask = torch.zeros_like(key_mask)
             null_mask[..., 0] = True
@@ -130,6 +152,7 @@ def _batch_of(prompts: dict, text: dict, batch_size: int | None) -> int:
 
 
 @torch.no_grad()
+@in_eval_mode
 def generate(
     model,
     num_frames: int,
@@ -173,6 +196,10 @@ def generate(
     for m in streams:
         if prompts[m] is not None:
             _check_prompt(model, m, prompts[m])
+    extra = sorted(set(text or {}) - set(streams))
+    if extra:
+        raise ValueError(f"text: captions for {extra}, which are not streams of this generation ({streams}); name "
+                         "each generated or given stream in prompts, or leave those captions out")
     batch = _batch_of(prompts, text or {}, batch_size)
     text = _captions_for_batch(text or {}, batch)
     grids = {}
@@ -184,9 +211,9 @@ def generate(
                 raise ValueError(f"{m} prompt: shape {list(prompt.shape)}, expected [{batch}, {k_books}, <= {num_frames}]")
             grid[..., : prompt.shape[-1]] = prompt.to(device)
         grids[m] = grid
-    guided = guidance_scale != 1.0
+    guided = guidance_scale != 1.0 and any(ids is not None for ids, _ in text.values())  # else cond == uncond
     rows = 2 * batch if guided else batch
-    text_states = _text_states(model, text, streams, batch, guidance_scale, device)
+    text_states = _text_states(model, text, streams, batch, guided, device)
     generator = torch.Generator().manual_seed(seed)
     num_steps = num_frames + k_books - 1
     if use_cache:

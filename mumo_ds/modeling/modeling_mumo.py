@@ -27,7 +27,7 @@ from .attention import FrameCausal, KVCache, MuMoAttention, causal_path_skips_ma
 from .captioning import CaptionDecoder, bidirectional_stream_mask
 from .configuration_mumo import MuMoConfig
 from .delay_pattern import build_delay_pattern, delayed_frame_mask
-from .generation import generate
+from .generation import generate, in_eval_mode
 from .losses import IGNORE_INDEX, codebook_cross_entropy
 from .moe import FeedForward, ModalityExpertFFN, Segments, split_segments
 
@@ -449,6 +449,7 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         return out
 
     @torch.no_grad()
+    @in_eval_mode
     def caption(
         self,
         music_codes: torch.Tensor | None = None,
