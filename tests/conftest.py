@@ -35,3 +35,17 @@ def captions():
 def random_codes(batch: int, frames: int, seed: int, num_codebooks: int = 4, codebook_size: int = 2048):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, codebook_size, (batch, num_codebooks, frames), generator=g)
+
+
+def save_tiny_vqvae(folder) -> None:
+    """A tiny random motion VQ-VAE saved with the bundled Mean/Std, as data_prep.train_motion_vqvae saves one."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
+
+    stats = Path(__file__).resolve().parents[1] / "data_prep" / "sample_data" / "motion"
+    model = MotionVQVAE(MotionVQVAEConfig.from_preset("tiny"))
+    model.set_feature_stats(*(torch.from_numpy(np.load(stats / f"{name}.npy")) for name in ("Mean", "Std")))
+    model.save_pretrained(folder)

@@ -12,6 +12,7 @@ import pytest
 
 from mumo_ds.training.config import parse_config
 from mumo_ds.training.engine import load_ds_config
+from tests.conftest import save_tiny_vqvae
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,9 +141,7 @@ def test_generate_cli_writes_codes_and_audio(tiny_model, tmp_path, task):
     tiny_codec(model_dir / "codec")
     given = tmp_path / "given.npy"
     np.save(given, (np.arange(4 * 6).reshape(4, 6) * 97 % 2048).astype(np.int16))
-    from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
-
-    MotionVQVAE(MotionVQVAEConfig.from_preset("tiny")).save_pretrained(tmp_path / "vqvae")
+    save_tiny_vqvae(tmp_path / "vqvae")
     gives = task in ("music2motion", "motion2music")
     main(["--model", str(model_dir), "--task", task, "--seconds", "0.1", "--text", "a dance",
           *(["--given", str(given)] if gives else []), "--motion-vqvae", str(tmp_path / "vqvae"), "--out", str(tmp_path / "out")])

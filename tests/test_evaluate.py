@@ -12,9 +12,9 @@ from mumo_ds.data.sample import build_sample_shards
 from mumo_ds.eval.evaluate import find_checkpoints, main
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.text import load_tokenizer
-from mumo_ds.tokenizers.motion_vqvae import MotionVQVAE, MotionVQVAEConfig
 from mumo_ds.viz.plots import plot_training_log
 from mumo_ds.viz.render import find_ffmpeg, render_motion
+from tests.conftest import save_tiny_vqvae
 from tests.test_cli import tiny_codec
 from tests.test_music_metrics import tiny_audio_classifier
 
@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
         MuMoForConditionalGeneration(config).save_pretrained(root / "run" / f"epoch{seed:02d}")
         load_tokenizer("byt5").save_pretrained(root / "run" / f"epoch{seed:02d}")
     torch.manual_seed(0)
-    MotionVQVAE(MotionVQVAEConfig.from_preset("tiny")).save_pretrained(root / "vqvae")
+    save_tiny_vqvae(root / "vqvae")
     tiny_codec(root / "codec")
     return root
 
