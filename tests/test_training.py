@@ -132,6 +132,13 @@ def test_bf16_stage1_export_keeps_the_frozen_weights_in_fp32(sample_data, tmp_pa
     """DeepSpeed bf16 casts the whole module, frozen weights included; the export puts their fp32 values back."""
     stage1 = run_stage(1, sample_data, tmp_path / "runs", "deepspeed", "zero2_bf16.json", "--fixed-batch", steps=4)
     assert_frozen_kept_and_trainable_moved(stage1)
+    # mumo-eval scores the run's last DeepSpeed tag as the export of the same step: the same weights, bit for bit
+    from mumo_ds.eval.evaluate import load_checkpoint
+
+    tag = load_checkpoint(stage1 / "checkpoints" / "step00000004").state_dict()
+    exported = MuMoForConditionalGeneration.from_pretrained(stage1 / "export").state_dict()
+    assert tag.keys() == exported.keys()
+    assert [name for name in tag if not torch.equal(tag[name], exported[name])] == []
 
 
 @pytest.mark.distributed

@@ -70,6 +70,7 @@ def load_checkpoint(path: Path) -> MuMoForConditionalGeneration:
     """An HF folder directly; a DeepSpeed tag consolidated to fp32 with its run's model config."""
     if (path / "config.json").is_file():
         return MuMoForConditionalGeneration.from_pretrained(path).eval()
+    from ..training.engine import training_dtype
     from ..training.export import consolidated_state_dict
 
     run = path.parent.parent
@@ -79,11 +80,27 @@ def load_checkpoint(path: Path) -> MuMoForConditionalGeneration:
         config_dir = Path(init)
     if not (config_dir / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no model config found in {run / 'export'} or the run's init_from")
-    zero_stage = json.loads((run / "ds_config.json").read_text())["zero_optimization"]["stage"]
+    ds_config = json.loads((run / "ds_config.json").read_text())
+    state = consolidated_state_dict(path.parent, path.name, ds_config["zero_optimization"]["stage"])
+    if training_dtype(ds_config) != torch.float32:
+        state |= exact_frozen_weights(config_dir, json.loads((run / "train_config.json").read_text())["stage"], state)
     model = MuMoForConditionalGeneration(MuMoConfig.from_pretrained(config_dir))
-    model.load_state_dict(consolidated_state_dict(path.parent, path.name, zero_stage))
+    model.load_state_dict(state)
     model.freeze_text_encoder()
     return model.eval()
+
+
+def exact_frozen_weights(folder: Path, stage: int, state: dict) -> dict:
+    """The weights stage ``stage`` keeps frozen, in fp32 from ``folder`` (its run's export, or the folder it started
+    from: a stage never changes them), for the names of ``state``. A bf16/fp16 run's DeepSpeed tag holds them rounded
+    to that dtype; its export puts the fp32 values back the same way (``frozen_weights``), so a tag and the export of
+    the same step score the same."""
+    from ..training.export import frozen_weights
+    from ..training.stages import apply_stage, get_stage
+
+    source = MuMoForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    apply_stage(source, get_stage(stage))
+    return {name: weight for name, weight in frozen_weights(source).items() if name in state}
 
 
 def checkpoint_names(paths: list[Path]) -> list[str]:
