@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -61,6 +62,14 @@ def test_mumo_eval_table_plots_best_and_resume(setup, tmp_path, capsys):
     # ... unless the evaluation settings changed: the table would mix them
     with pytest.raises(SystemExit, match=r"epoch01.json was computed with --seconds 0.6 \(now 0.4\): use another --out"):
         main([*args, "--seconds", "0.4"])
+    # ... or the checkpoint's files changed (a resumed run re-exported into the same folder)
+    capsys.readouterr()
+    weights = setup / "run" / "epoch01" / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
+    main(args)
+    assert "epoch01: its files changed since" in capsys.readouterr().out
+    assert json.loads((tmp_path / "results" / "epoch01.json").read_text())["fid_k"] == result["fid_k"]
+    assert "files" not in (tmp_path / "table.csv").read_text()
 
 
 def test_text2music_reports_fd_and_classifier_kl(setup, tmp_path):
@@ -140,8 +149,13 @@ def test_conditions_skip_clips_shorter_than_seconds_and_give_exactly_num_samples
     args.batch_size = 4  # 6 clips in batches of 4: the last, partial batch is kept
     assert [b["keys"] for b in conditions(args, config)] == [["a", "b", "c", "d"], ["e", "f"]]
     args.seconds = 1.0
-    with pytest.raises(SystemExit, match="no val clip .* is at least --seconds 1 long"):
+    with pytest.raises(SystemExit, match=r"0 val clip\(s\) .* at least --seconds 1 long; FID/FD and diversity need 2"):
         conditions(args, config)
+    args.seconds = 0.7  # only "d" (40 frames) is long enough: refused before any generation
+    with pytest.raises(SystemExit, match=r"1 val clip\(s\) .* at least --seconds 0.7 long"):
+        conditions(args, config)
+    with pytest.raises(SystemExit, match="--num-samples 1: FID/FD and diversity need 2 or more"):
+        main(["--checkpoints", "x", "--data", str(tmp_path), "--num-samples", "1", "--out", str(tmp_path / "o")])
 
 
 def test_clips_whose_music_has_no_beats_are_left_out_of_beat_align(setup, tmp_path, monkeypatch):
@@ -170,6 +184,17 @@ def test_clips_whose_music_has_no_beats_are_left_out_of_beat_align(setup, tmp_pa
     main([*args, "--out", str(tmp_path / "none")])
     result = json.loads((tmp_path / "none" / "results" / "epoch01.json").read_text())
     assert np.isnan(result["beat_align"]) and result["beat_align_skipped"] == 3 and result["fid_k"] >= 0
+    # best.json passes over NaN rows (max() would keep a first NaN), and is not written when all are NaN
+    from types import SimpleNamespace
+
+    from mumo_ds.eval.evaluate import summarise
+
+    rows = [("a", {"beat_align": float("nan")}), ("b", {"beat_align": 0.9}), ("c", {"beat_align": 0.7})]
+    summary = SimpleNamespace(task="text2both", guidance_scale=4.0, best_by="beat_align")
+    summarise(rows, summary, tmp_path)
+    assert json.loads((tmp_path / "best.json").read_text()) == {"metric": "beat_align", "checkpoint": "b", "value": 0.9}
+    summarise(rows[:1], summary, tmp_path)
+    assert not (tmp_path / "best.json").exists()
 
 
 def test_render_and_loss_plot(tmp_path):

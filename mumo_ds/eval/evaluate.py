@@ -43,7 +43,7 @@ from .motion_metrics import mean_beat_align, motion_beats, motion_metrics, music
 from .music_metrics import AudioClassifier, EncodecEmbedder, classifier_metrics, music_fd
 
 LOWER_IS_BETTER = ("fid", "fd", "kl")
-NOT_METRICS = ("checkpoint", "settings", "num_samples", "beat_align_skipped")  # result keys left out of the tables
+NOT_METRICS = ("checkpoint", "files", "settings", "num_samples", "beat_align_skipped")  # result keys left out of the tables
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -144,6 +144,12 @@ def run_settings(args) -> dict:
             for k, v in ((k, getattr(args, k)) for k in SETTINGS)}
 
 
+def checkpoint_files(path: Path) -> dict[str, list[int]]:
+    """Size and modification time of each file of a checkpoint folder: a re-export into the same folder (a resumed
+    run's ``export/``) changes them, so its old result is not reused."""
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.iterdir()) if f.is_file()}
+
+
 def cached_result(result_file: Path, path: Path, settings: dict) -> dict | None:
     """The result ``path`` left in ``result_file`` by an earlier run with the same ``settings``; refuses one of
     another checkpoint or other settings (the table would mix them). Fields a file lacks predate the check."""
@@ -158,6 +164,9 @@ def cached_result(result_file: Path, path: Path, settings: dict) -> dict | None:
         what = ", ".join(f"--{k.replace('_', '-')} {old} (now {new})" for k, (old, new) in changed.items())
         raise SystemExit(f"{result_file} was computed with {what}: use another --out for these settings, or remove "
                          "the folder's results/ to recompute them all")
+    if result.get("files", checkpoint_files(path)) != checkpoint_files(path):
+        print(f"{path}: its files changed since {result_file} was computed; evaluating it again", flush=True)
+        return None
     return result
 
 
@@ -230,9 +239,9 @@ def conditions(args, cfg) -> list[dict]:
             short += 1
     if short:
         print(f"skipped {short} val clip(s) shorter than --seconds {args.seconds:g} ({frames} frames)", flush=True)
-    if not clips:
-        raise SystemExit(f"{args.data}: no val clip with {streams} is at least --seconds {args.seconds:g} long; "
-                         "lower --seconds")
+    if len(clips) < 2:  # checked before any generation: the metrics would refuse one clip after it
+        raise SystemExit(f"{args.data}: {len(clips)} val clip(s) with {streams} at least --seconds {args.seconds:g} "
+                         "long; FID/FD and diversity need 2 or more: lower --seconds, or add val data")
     groups = [clips[i : i + args.batch_size] for i in range(0, len(clips), args.batch_size)]
     return [{k: torch.cat([c[k] for c in group]) if torch.is_tensor(group[0][k]) else [x for c in group for x in c[k]]
              for k in group[0]} for group in groups]
@@ -299,11 +308,16 @@ def summarise(rows: list[tuple[str, dict]], args, out: Path) -> None:
     (out / "table.md").write_text("\n".join(lines) + "\n")
     for k in metrics:
         plot_metric([n for n, _ in rows], [r.get(k, float("nan")) for _, r in rows], k, out / f"{k}.png")
-    key = args.best_by if args.best_by in metrics else metrics[0]
-    pick = min if key.startswith(LOWER_IS_BETTER) else max
-    best = pick(rows, key=lambda row: row[1][key])
-    (out / "best.json").write_text(json.dumps({"metric": key, "checkpoint": best[0], "value": best[1][key]}, indent=2))
     print("\n".join(lines[2:]))
+    key = args.best_by if args.best_by in metrics else metrics[0]
+    scored = [row for row in rows if np.isfinite(row[1].get(key, np.nan))]  # NaN: no beats in any clip, say
+    if not scored:
+        (out / "best.json").unlink(missing_ok=True)
+        print(f"best by {key}: no checkpoint has a finite {key}; no best.json written")
+        return
+    pick = min if key.startswith(LOWER_IS_BETTER) else max
+    best = pick(scored, key=lambda row: row[1][key])
+    (out / "best.json").write_text(json.dumps({"metric": key, "checkpoint": best[0], "value": best[1][key]}, indent=2))
     print(f"best by {key}: {best[0]} ({best[1][key]:.4g})")
 
 
@@ -313,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="music2motion", choices=sorted(TASKS))
     p.add_argument("--data", required=True, help="shard folder; its val split gives conditions and references")
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--num-samples", type=int, default=300)
+    p.add_argument("--num-samples", type=int, default=300, help="val clips to condition on and compare with (>= 2)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--guidance-scale", type=float, default=4.0)
     p.add_argument("--top-k", type=int, default=250)
@@ -331,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.num_samples < 2:
+        raise SystemExit(f"--num-samples {args.num_samples}: FID/FD and diversity need 2 or more clips per set")
     out = Path(args.out)
     (out / "results").mkdir(parents=True, exist_ok=True)
     decoders = Decoders(args.codec, args.motion_vqvae, args.classifier)
@@ -349,13 +365,13 @@ def main(argv: list[str] | None = None) -> None:
         if batches is None:
             warn_decoder_mismatch(model.config, args, decoders)
         batches = batches or conditions(args, model.config)
-        result = {"checkpoint": str(path.resolve()), "settings": settings,
+        result = {"checkpoint": str(path.resolve()), "files": checkpoint_files(path), "settings": settings,
                   **evaluate_checkpoint(model, args, batches, decoders)}
         tmp = result_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(result_file)
         rows.append((name, result))
-        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k not in ("checkpoint", "settings")),
+        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k not in NOT_METRICS),
               flush=True)
     if not rows:
         raise SystemExit(f"no checkpoints found in {args.checkpoints}")
