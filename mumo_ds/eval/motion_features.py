@@ -10,8 +10,9 @@ the first 22 SMPL joints (the names in brackets are the reference code's)::
    16 l_shoulder [lshoulder]  17 r_shoulder [rshoulder]  18 l_elbow [lelbow]  19 r_elbow [relbow]
    20 l_wrist [lwrist]  21 r_wrist [rwrist]
 
-SMPL's two hand joints (22, 23) are not in HumanML3D; no geometric relation uses them, so only the
-kinetic vector is shorter (66 numbers instead of the reference's 72).
+SMPL's two hand joints (22, 23) are not in HumanML3D, so the kinetic vector is shorter (66 numbers
+instead of the reference's 72), and the floor height of the four ``y_min`` relations is the lowest of
+22 joints where the reference takes 24 (they differ only when a hand is the lowest point).
 As in the reference evaluation, positions are first made relative to the root of the first frame.
 
 Kinetic features (AIST++ evaluation): per joint and frame t = 1..T-1, the velocity is the mean

@@ -97,7 +97,9 @@ class AudioClassifier:
 
     def _forward(self, audio: np.ndarray, sample_rate: int):
         logits, hidden = [], []
-        for window in self._windows(audio, sample_rate):  # one at a time: no padding enters the pooling
+        # one window at a time: no batch padding enters the pooling (the extractor still pads a window shorter than
+        # the classifier's input, alike for generated and reference clips)
+        for window in self._windows(audio, sample_rate):
             inputs = self.extractor(window, sampling_rate=self.sample_rate, return_tensors="pt")
             with self.torch.inference_mode():
                 out = self.model(**inputs.to(self.device), output_hidden_states=True)
