@@ -64,7 +64,8 @@ def in_eval_mode(fn):
 def sample_next(
     logits: torch.Tensor, top_k: int, top_p: float, temperature: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """Ids from logits [..., V]: temperature, then top-k (0 = off), then top-p (0 = off); temperature 0 is greedy."""
+    """Ids from logits [..., V]: temperature, then top-k (0 = off), then top-p (0 = off); temperature 0 is greedy.
+    ``generator`` lives on the logits' device (a CPU one for CUDA logits would copy them to the host every step)."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -77,8 +78,8 @@ def sample_next(
         drop_sorted = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest set reaching top_p
         logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
     probs = logits.softmax(dim=-1)
-    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]).cpu(), 1, generator=generator)
-    return flat.view(probs.shape[:-1]).to(logits.device)
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)  # generator on their device
+    return flat.view(probs.shape[:-1])
 
 
 def delayed_column(grid: torch.Tensor, column: int, special: int) -> torch.Tensor:
@@ -180,7 +181,7 @@ def generate(
         batch_size: items to generate when neither the prompts nor several captions fix it (default 1).
         guidance_scale: classifier-free guidance scale; 1.0 turns guidance off (no doubled batch).
         top_k, top_p, temperature: sampling; temperature 0 is greedy.
-        seed: the same seed gives the same codes.
+        seed: the same seed gives the same codes on the same device.
         use_cache: False runs the uncached reference loop.
         step_logits: if a list, the guided logits of every step are appended to it (for tests).
     Returns:
@@ -214,7 +215,7 @@ def generate(
     guided = guidance_scale != 1.0 and any(ids is not None for ids, _ in text.values())  # else cond == uncond
     rows = 2 * batch if guided else batch
     text_states = _text_states(model, text, streams, batch, guided, device)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(seed)  # on the model's device: no host copy per step
     num_steps = num_frames + k_books - 1
     if use_cache:
         cache = model.new_cache(rows, num_steps * len(streams))
