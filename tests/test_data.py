@@ -443,12 +443,13 @@ def test_generate_and_eval_check_the_model_format_and_codec_names(tmp_path):
     from mumo_ds.modeling import MuMoConfig
 
     with writer(tmp_path, split="val") as w:
-        w.write("v", music=codes(30), motion=codes(30, 7), meta={"captions": {"music": "a", "motion": "b"}})
+        for key in ("v", "w"):  # two: the metrics need two clips per set
+            w.write(key, music=codes(30), motion=codes(30, 7), meta={"captions": {"music": "a", "motion": "b"}})
     config = MuMoConfig.from_preset("tiny", music_codec="test-codec", motion_tokenizer="test-motion")
     assert set(expect_for(config)) == set(EXPECT_KEYS)
-    args = SimpleNamespace(task="music2motion", data=str(tmp_path), batch_size=1, seconds=0.2, num_samples=1)
+    args = SimpleNamespace(task="music2motion", data=str(tmp_path), batch_size=1, seconds=0.2, num_samples=2)
     assert first_val_sample(str(tmp_path), ("music",), 10, config)["music"].shape == (1, 4, 10)
-    assert len(conditions(args, config)) == 1
+    assert len(conditions(args, config)) == 2
     for field, value in (("music_codec", "encodec_32khz"), ("motion_tokenizer", "other-vqvae"), ("frame_rate", 30)):
         wrong = MuMoConfig.from_preset("tiny", **{**expect_for(config), field: value})
         with pytest.raises(ManifestError, match="mismatch"):
