@@ -13,7 +13,8 @@ over rounds of the ratio within a round, see bench/common.py). Prints one JSON o
 - ``joint_vs_music``: the music+motion model's frames/s on joint batches (both streams counted) over its
   music-only frames/s (target >= 0.9);
 - ``mfu``: 6 x non-embedding params x frames/s (plus attention) over the GEMM peak measured in the same
-  run (target >= 0.75 in bf16), and the same for MusicGen.
+  run (target >= 0.75 in bf16), and the same for MusicGen. The cross-attention keys/values and the text
+  projection count at the 16 caption tokens they run on, not at every frame.
 Both models get the same caption (a 16-token encoder output) for cross-attention, and fused AdamW. Under bf16
 autocast MuMo carries its residual stream in bf16 (``MuMoForConditionalGeneration.embed``), MusicGen in fp32.
 MuMo runs the attention kernel train.py picks for the device and dtype (``--attn-implementation auto``:
@@ -34,7 +35,7 @@ import torch
 from common import DEVICE, MATCHED, TORCH_DTYPES, alternate, autocast, gemm_peak_flops, machine, medians, paired_ratio
 from mumo_ds.modeling import MuMoConfig, MuMoForConditionalGeneration
 from mumo_ds.modeling.attention import fastest_attn_implementation
-from mumo_ds.training.metrics import training_flops_per_token
+from mumo_ds.training.metrics import runs_on_captions, training_flops_per_token
 
 
 def mumo_step(model, opt, batch, dtype):
@@ -57,7 +58,8 @@ def musicgen_step(peer, opt, codes, states, dtype):
 
     def step():
         with autocast(dtype):
-            loss = peer(input_ids=inputs.reshape(b * k, s), encoder_hidden_states=states, labels=labels).loss
+            loss = peer(input_ids=inputs.reshape(b * k, s), encoder_hidden_states=states, labels=labels,
+                        use_cache=False).loss  # training: no key/value cache to fill
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -92,12 +94,16 @@ def build(compile_model: bool, dtype: str):
     return models, compiled, optimizers
 
 
-def music_flops_per_frame(model, frames: int) -> float:
-    """Training FLOPs per frame of a music-only step: the parameters it uses (embeddings, the frozen text encoder
-    and anything of motion excluded), plus attention."""
-    used = sum(q.numel() for n, q in model.named_parameters()
-               if not n.startswith(("embeddings.", "text_encoder.", "model.decoder.embed_tokens")) and "motion" not in n)
-    return training_flops_per_token(used, MATCHED["num_hidden_layers"], MATCHED["hidden_size"], frames)
+def music_flops_per_frame(model, frames: int, caption_tokens: int) -> float:
+    """Training FLOPs per frame of a music-only step: 6 x the parameters a frame goes through (embeddings, the frozen
+    text encoder and anything of motion excluded) plus attention, and the share of one frame in the work done on
+    the captions (cross-attention keys/values, text projection: ``runs_on_captions``), as training logs MFU."""
+    used = {n: q.numel() for n, q in model.named_parameters()
+            if not n.startswith(("embeddings.", "text_encoder.", "model.decoder.embed_tokens")) and "motion" not in n}
+    on_captions = sum(k for n, k in used.items() if runs_on_captions(n))
+    per_frame = sum(used.values()) - on_captions
+    return (training_flops_per_token(per_frame, MATCHED["num_hidden_layers"], MATCHED["hidden_size"], frames)
+            + 6.0 * on_captions * caption_tokens / frames)
 
 
 def main() -> None:
@@ -135,7 +141,7 @@ def main() -> None:
         times = medians(samples)
         peak = gemm_peak_flops(dtype)
         fps = {name: args.batch * args.frames * (2 if "joint" in name else 1) / t for name, t in times.items()}
-        per_frame = {name: music_flops_per_frame(models[name], args.frames) for name in ("mumo", "musicgen")}
+        per_frame = {name: music_flops_per_frame(models[name], args.frames, caption.shape[1]) for name in ("mumo", "musicgen")}
 
         def speedup(name: str, peer: str) -> float:  # frames/s of name over peer's, both counting music frames
             return paired_ratio(samples, peer, name)

@@ -43,8 +43,15 @@ def test_mfu_counts_the_parameters_a_frame_goes_through():
     both, music = (MuMoForConditionalGeneration(MuMoConfig.from_preset("tiny", modalities=m, captioning=True))
                    for m in (["music", "motion"], ["music"]))
     expected = sum(p.numel() for n, p in music.named_parameters()
-                   if not n.startswith(("embeddings.", "text_encoder.", "caption_decoder.")) and "caption_self_attn" not in n)
+                   if not n.startswith(("embeddings.", "text_encoder.", "caption_decoder.", "text_projection."))
+                   and "caption_self_attn" not in n and ".encoder_attn.k_proj." not in n and ".encoder_attn.v_proj." not in n)
     assert params_per_frame(both) == params_per_frame(music) == expected
+    # left out as per caption token: each layer's cross-attention keys and values, and the text projection
+    everything = sum(p.numel() for n, p in music.named_parameters()
+                     if not n.startswith(("embeddings.", "text_encoder.", "caption_decoder.")) and "caption_self_attn" not in n)
+    config = music.config
+    caption_side = 2 * config.num_hidden_layers * config.hidden_size**2 + music.text_projection.weight.numel() + config.hidden_size
+    assert everything - expected == caption_side
 
 @pytest.mark.distributed
 def test_dry_run_prints_plan_and_one_step_and_writes_nothing(sample_data, tmp_path):  # noqa: F811

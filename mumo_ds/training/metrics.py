@@ -21,14 +21,27 @@ def training_flops_per_token(num_params_non_embedding: int, num_layers: int, hid
     return 6.0 * num_params_non_embedding + 12.0 * num_layers * hidden * context
 
 
+CAPTION_SIDE = (".encoder_attn.k_proj.", ".encoder_attn.v_proj.")  # cross-attention keys/values: per caption token
+
+
+def runs_on_captions(name: str) -> bool:
+    """Whether parameter ``name`` (MuMo's or HF MusicGen's) works on caption tokens rather than frames: the text
+    projection and the cross-attention key/value projections run once per caption token (16 or so per sample),
+    not once per frame, so they are not part of a frame's N."""
+    return name.startswith("text_projection.") or any(part in name for part in CAPTION_SIDE)
+
+
 def params_per_frame(model: torch.nn.Module) -> int:
     """The N of :func:`training_flops_per_token` for a MuMo model: the parameters one frame of one stream goes
     through. Shared layers plus one modality's FFN experts and head (a frame never touches another modality's);
-    no embedding tables, no text encoder (it runs once per caption, not per frame), no captioning modules."""
+    no embedding tables, no text encoder, text projection or cross-attention keys/values (they run per caption
+    token: :func:`runs_on_captions`), no captioning modules."""
     others = model.config.modalities[1:]  # every modality's experts and head have the same size as the first's
 
     def used(name: str) -> bool:
         if name.startswith(("embeddings.", "text_encoder.", "caption_decoder.")) or ".caption_self_attn." in name:
+            return False
+        if runs_on_captions(name):
             return False
         return not any(f".experts.{m}." in name or name.startswith(f"heads.{m}.") for m in others)
 
