@@ -291,6 +291,31 @@ def test_losses_are_per_codebook_and_weighted(tiny_model, captions):
     padded = tiny_model(music_codes=music, music_mask=mask, **captions)
     short = tiny_model(music_codes=music[:, :, :6], **captions)
     assert torch.allclose(padded.music_loss, short.music_loss, atol=1e-6)
+    # ... whatever the padding holds (the pad id, -100): only real frames are range-checked
+    for fill in (2048, -100):
+        odd = tiny_model(music_codes=music.masked_fill(~mask[:, None], fill), music_mask=mask, **captions)
+        assert torch.equal(odd.music_logits, padded.music_logits) and torch.equal(odd.loss, padded.loss)
+    # a weight of 0 leaves its stream out of the total (it divided 0 by 0 on a batch of that stream alone)
+    zero = copy.deepcopy(tiny_model)
+    zero.config.loss_weights = {"music": 1.0, "motion": 0.0}
+    assert torch.equal(zero(music_codes=music, motion_codes=motion, **captions).loss, out.music_loss)
+    assert zero(motion_codes=motion, **captions).loss.item() == 0.0
+    # so does a stream without targets: a batch whose frames are all padding
+    empty = torch.zeros(2, 8, dtype=torch.bool)
+    assert tiny_model(music_codes=music, music_mask=empty, **captions).loss.item() == 0.0
+
+
+def test_config_refuses_loss_weights_and_modalities_it_cannot_train_with():
+    with pytest.raises(ValueError, match=r"give every modality of \['music', 'motion'\] a weight >= 0"):
+        MuMoConfig.from_preset("tiny", loss_weights={"music": 1.0})  # was a KeyError at the first motion batch
+    for weights in ({"music": -1.0, "motion": 1.0}, {"music": 0.0, "motion": 0.0}):
+        with pytest.raises(ValueError, match="at least one a weight > 0"):
+            MuMoConfig.from_preset("tiny", loss_weights=weights)
+    with pytest.raises(ValueError, match="at most once"):
+        MuMoConfig.from_preset("tiny", modalities=["music", "music"])
+    with pytest.raises(ValueError, match=r"caption_dropout=1.5: a probability in \[0, 1\]"):
+        MuMoConfig.from_preset("tiny", caption_dropout=1.5)
+    assert MuMoConfig.from_preset("tiny", modalities=["music"], loss_weights={"music": 1.0}).loss_weights == {"music": 1.0}
 
 
 def test_under_autocast_every_layer_carries_the_residual_stream_in_the_autocast_dtype(tiny_model, captions):
@@ -319,6 +344,40 @@ def test_bad_codes_are_refused_with_the_field_named(tiny_model):
         tiny_model(motion_codes=torch.full((1, 4, 3), 2048))
     with pytest.raises(ValueError, match=r"music_codes: expected shape \[B, 4, T\]"):
         tiny_model(music_codes=torch.zeros(1, 3, 5, dtype=torch.long))
+
+
+def test_bad_masks_captions_and_arguments_are_refused_with_the_field_named(tiny_model, captions):
+    music, motion = random_codes(2, 8, seed=4), random_codes(2, 8, seed=5)
+    ids, mask = captions["music_caption_ids"], captions["music_caption_mask"]
+    with pytest.raises(ValueError, match=r"music_caption_ids: shape \[1, \d+\], expected \[2, L\]"):
+        tiny_model(music_codes=music, music_caption_ids=ids[:1], music_caption_mask=mask[:1])  # was broadcast
+    with pytest.raises(ValueError, match="music_caption_mask: shape"):
+        tiny_model(music_codes=music, music_caption_ids=ids, music_caption_mask=mask[:, :3])
+    with pytest.raises(ValueError, match=r"music_mask: shape \[1, 8\], expected \[2, 8\]"):
+        tiny_model(music_codes=music, music_mask=torch.ones(1, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"different batch sizes \{'music': 2, 'motion': 1\}"):
+        tiny_model(music_codes=music, motion_codes=motion[:1])
+    padded = torch.ones(2, 8, dtype=torch.bool)
+    padded[1, 5:] = False
+    with pytest.raises(ValueError, match="music_mask pads frames the other stream does not"):  # motion would attend it
+        tiny_model(music_codes=music, motion_codes=motion, music_mask=padded)
+    shared = tiny_model(music_codes=music, motion_codes=motion, music_mask=padded, motion_mask=padded)
+    assert torch.isfinite(shared.loss)
+    with pytest.raises(TypeError, match="music_caption_id"):  # a misspelt caption trained without it
+        tiny_model(music_codes=music, music_caption_id=ids)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_an_empty_caption_is_the_null_condition(tiny_model, implementation):
+    """A caption whose mask is all 0 (an item without words) conditions as no caption does, in both kernels
+    (eager attention over no key at all gave NaN)."""
+    tiny_model.set_attn_implementation(implementation)
+    music = random_codes(2, 6, seed=1)
+    ids = torch.tensor([[104, 105, 1], [0, 0, 0]])
+    out = tiny_model(music_codes=music, music_caption_ids=ids, music_caption_mask=torch.tensor([[1, 1, 1], [0, 0, 0]]))
+    none = tiny_model(music_codes=music[1:])
+    assert torch.isfinite(out.music_logits).all()
+    torch.testing.assert_close(out.music_logits[1:], none.music_logits, atol=1e-6, rtol=1e-5)
 
 
 @torch.no_grad()

@@ -66,7 +66,8 @@ class MuMoConfig(PretrainedConfig):
         max_caption_tokens: captions are truncated to this many tokens.
         caption_dropout: per-sample, per-modality probability of dropping the caption in
             training (classifier-free guidance).
-        loss_weights: weight of each modality's loss in the total.
+        loss_weights: weight (>= 0) of each modality's loss; the total is the weighted mean over the
+            streams of a batch that have targets.
         music_codec, motion_tokenizer: names of the tokenizers the codes come from; the
             data loader refuses shards made by another.
         captioning: add the stage-3 captioning modules (per-layer ``caption_self_attn`` and the
@@ -112,8 +113,16 @@ class MuMoConfig(PretrainedConfig):
                 f"hidden_size={hidden_size} must be divisible by num_attention_heads={num_attention_heads}"
             )
         unknown = set(modalities) - set(MODALITIES)
-        if unknown:
-            raise ValueError(f"modalities: unknown {sorted(unknown)}; choose from {list(MODALITIES)}")
+        if unknown or not modalities or len(set(modalities)) != len(modalities):
+            raise ValueError(f"modalities={list(modalities)}: give each of {list(MODALITIES)} at most once, at least one")
+        loss_weights = dict(loss_weights if loss_weights is not None else {"music": 0.85, "motion": 0.15})
+        bad = {m: loss_weights.get(m) for m in modalities
+               if not isinstance(loss_weights.get(m), (int, float)) or not loss_weights[m] >= 0}
+        if bad or not any(loss_weights[m] > 0 for m in modalities):
+            raise ValueError(f"loss_weights={loss_weights}: give every modality of {list(modalities)} a weight >= 0, "
+                             "and at least one a weight > 0")
+        if not 0 <= caption_dropout <= 1:
+            raise ValueError(f"caption_dropout={caption_dropout}: a probability in [0, 1]")
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
@@ -133,7 +142,7 @@ class MuMoConfig(PretrainedConfig):
         self.text_tokenizer = text_tokenizer
         self.max_caption_tokens = max_caption_tokens
         self.caption_dropout = caption_dropout
-        self.loss_weights = dict(loss_weights if loss_weights is not None else {"music": 0.85, "motion": 0.15})
+        self.loss_weights = loss_weights
         self.music_codec = music_codec
         self.motion_tokenizer = motion_tokenizer
         self.captioning = captioning

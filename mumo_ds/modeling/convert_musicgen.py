@@ -33,13 +33,17 @@ LAYER_RENAMES = {
 
 
 def mumo_config_from_musicgen(mg_config, **overrides) -> MuMoConfig:
+    """The MuMo config of a MusicGen one; ``overrides`` replace any field (``dropout=0.0`` too)."""
     dec = mg_config.decoder
     if dec.scale_embedding:
         raise ValueError("MusicGen decoder with scale_embedding=True is not supported (MuMo adds positions unscaled)")
+    if mg_config.audio_encoder.audio_channels != 1 or getattr(dec, "audio_channels", 1) != 1:
+        raise ValueError("stereo MusicGen is not supported: it delays its codebooks in pairs (one per channel), MuMo "
+                         "codebook k by k steps; convert a mono checkpoint such as facebook/musicgen-small")
     text = mg_config.text_encoder.to_dict()
     for key in ("architectures", "_name_or_path", "transformers_version", "model_type"):
         text.pop(key, None)
-    return MuMoConfig(
+    fields = dict(
         hidden_size=dec.hidden_size,
         num_hidden_layers=dec.num_hidden_layers,
         num_attention_heads=dec.num_attention_heads,
@@ -53,8 +57,8 @@ def mumo_config_from_musicgen(mg_config, **overrides) -> MuMoConfig:
         activation_dropout=dec.activation_dropout,
         activation_function=dec.activation_function,
         text_encoder=text,
-        **overrides,
     )
+    return MuMoConfig(**{**fields, **overrides})
 
 
 def convert_state_dict(mg_state: dict[str, torch.Tensor], config: MuMoConfig) -> dict[str, torch.Tensor]:

@@ -139,6 +139,37 @@ class MuMoOutput(ModelOutput):
     motion_caption_loss: torch.Tensor | None = None
 
 
+def _check_inputs(streams: dict) -> None:
+    """Shapes of ``forward``'s per-stream inputs (codes, frame mask, caption ids, caption mask), each named.
+
+    Every tensor has the codes' batch; a frame mask is [B, T]. Streams may differ in length, but padded ones share
+    one timeline and one mask: a frame of one stream attends the frames of the other up to its time, padding included.
+    """
+    batches = {m: codes.shape[0] for m, (codes, *_) in streams.items()}
+    if len(set(batches.values())) > 1:
+        raise ValueError(f"streams of different batch sizes {batches}: pair each music item with its motion item")
+    masks = {}
+    for m, (codes, frame_mask, caption_ids, caption_mask) in streams.items():
+        batch, frames = codes.shape[0], codes.shape[-1]
+        if frame_mask is not None and tuple(frame_mask.shape) != (batch, frames):
+            raise ValueError(f"{m}_mask: shape {list(frame_mask.shape)}, expected [{batch}, {frames}] like {m}_codes")
+        if caption_ids is not None and (caption_ids.dim() != 2 or caption_ids.shape[0] != batch):
+            raise ValueError(f"{m}_caption_ids: shape {list(caption_ids.shape)}, expected [{batch}, L]: one caption "
+                             "per item (an empty caption, mask all 0, is the null condition)")
+        if caption_mask is not None and (caption_ids is None or caption_mask.shape != caption_ids.shape):
+            raise ValueError(f"{m}_caption_mask: shape {list(caption_mask.shape)}, expected that of {m}_caption_ids "
+                             f"({None if caption_ids is None else list(caption_ids.shape)})")
+        masks[m] = None if frame_mask is None else frame_mask.bool()
+    padded = [m for m, mask in masks.items() if mask is not None and not bool(mask.all())] if len(streams) > 1 and \
+        not torch.compiler.is_compiling() else []  # reads values: skipped when compiled
+    if padded:
+        (a, (ca, *_)), (b, (cb, *_)) = streams.items()
+        if ca.shape[-1] != cb.shape[-1] or masks[a] is None or masks[b] is None or not torch.equal(masks[a], masks[b]):
+            raise ValueError(f"{padded[0]}_mask pads frames the other stream does not: paired streams share one "
+                             "timeline and one frame mask (a real frame of either stream attends both up to its time); "
+                             "give both streams the same mask, or the streams in separate batches")
+
+
 class MuMoPreTrainedModel(PreTrainedModel):
     config_class = MuMoConfig
     base_model_prefix = "mumo"
@@ -241,7 +272,8 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             encoded = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         states = self.text_projection(encoded) * attention_mask[..., None].to(encoded.dtype)  # [B, Lc, D]
-        key_mask = attention_mask.bool()
+        key_mask = attention_mask.bool().clone()
+        key_mask[:, 0] |= ~key_mask.any(dim=1)  # an empty caption (mask all 0) is the null condition: one zero key
         if self.training and self.config.caption_dropout > 0:
             keep = torch.rand(batch_size, device=device) >= self.config.caption_dropout  # [B]
             states = states * keep[:, None, None].to(states.dtype)
@@ -377,7 +409,6 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         motion_caption_mask: torch.Tensor | None = None,
         task: str = "lm",
         return_dict: bool = True,
-        **unused,
     ) -> MuMoOutput:
         """Teacher-forced forward with losses. See the class docstring for the arguments.
 
@@ -394,6 +425,7 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         missing = set(streams) - set(self.config.modalities)
         if missing:
             raise ValueError(f"this model has no {sorted(missing)} stream (config.modalities={self.config.modalities})")
+        _check_inputs(streams)
         if task == "caption":
             return self._caption_forward(streams)
         if task != "lm":
@@ -411,16 +443,17 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
         logits = self.decode(inputs, text)
 
         out = MuMoOutput()
-        weights = self.config.loss_weights
-        total = 0.0
+        total = weight = 0.0
         for m in logits:
             mean, per_codebook = codebook_cross_entropy(logits[m], labels[m])
             setattr(out, f"{m}_loss", mean)
             setattr(out, f"{m}_codebook_losses", per_codebook)
             setattr(out, f"{m}_logits", logits[m])
-            total = total + weights[m] * mean
-        # Weights are renormalised over the streams present, so a single-stream batch trains at full scale.
-        out.loss = total / sum(weights[m] for m in logits) + self._ghost_loss(set(logits))
+            w = self.config.loss_weights[m] * (labels[m] != IGNORE_INDEX).any()  # a stream without targets weighs 0
+            total, weight = total + w * mean, weight + w
+        # Weights are renormalised over the streams with targets, so a single-stream batch trains at full scale
+        # (a tensor division: no host sync; a batch without any target has loss 0).
+        out.loss = total / weight.clamp_min(1e-12) + self._ghost_loss(set(logits))
         return out if return_dict else out.to_tuple()
 
     # ------------------------------------------------------------- captioning
@@ -497,19 +530,23 @@ class MuMoForConditionalGeneration(MuMoPreTrainedModel):
 
         Padded frames (``frame_mask`` False) read as the pad id, so they are invisible to the real
         frames around them."""
-        self._check_codes(modality, codes)
         special = self.config.special_token_id
         if frame_mask is None:
             frame_mask = torch.ones(codes.shape[0], codes.shape[-1], dtype=torch.bool, device=codes.device)
+        self._check_codes(modality, codes, frame_mask)
         codes = torch.where(frame_mask.bool()[:, None, :], codes.long(), special)
         return build_delay_pattern(codes, special), delayed_frame_mask(frame_mask.bool(), self.config.num_codebooks)
 
-    def _check_codes(self, modality: str, codes: torch.Tensor) -> None:
+    def _check_codes(self, modality: str, codes: torch.Tensor, frame_mask: torch.Tensor | None = None) -> None:
+        """Codes [B, K, T] of this model; only real frames (``frame_mask`` True) are range-checked: padding may
+        hold any integer (the pad id, -100, ...), it is replaced by the pad id."""
         k, v = self.config.num_codebooks, self.config.codebook_size
         if codes.dim() != 3 or codes.shape[1] != k:
             raise ValueError(f"{modality}_codes: expected shape [B, {k}, T], got {list(codes.shape)}")
         if codes.dtype.is_floating_point:
             raise ValueError(f"{modality}_codes: expected integer codes, got {codes.dtype}")
+        if frame_mask is not None:
+            codes = codes.masked_fill(~frame_mask.bool()[:, None, :], 0)
         # the range check reads values (a sync, and a graph break under torch.compile, where it is skipped)
         if codes.numel() and not torch.compiler.is_compiling() and (int(codes.min()) < 0 or int(codes.max()) >= v):
             raise ValueError(
