@@ -160,14 +160,15 @@ def _check_inputs(streams: dict) -> None:
             raise ValueError(f"{m}_caption_mask: shape {list(caption_mask.shape)}, expected that of {m}_caption_ids "
                              f"({None if caption_ids is None else list(caption_ids.shape)})")
         masks[m] = None if frame_mask is None else frame_mask.bool()
-    padded = [m for m, mask in masks.items() if mask is not None and not bool(mask.all())] if len(streams) > 1 and \
-        not torch.compiler.is_compiling() else []  # reads values: skipped when compiled
-    if padded:
-        (a, (ca, *_)), (b, (cb, *_)) = streams.items()
-        if ca.shape[-1] != cb.shape[-1] or masks[a] is None or masks[b] is None or not torch.equal(masks[a], masks[b]):
-            raise ValueError(f"{padded[0]}_mask pads frames the other stream does not: paired streams share one "
-                             "timeline and one frame mask (a real frame of either stream attends both up to its time); "
-                             "give both streams the same mask, or the streams in separate batches")
+    if len(streams) < 2 or torch.compiler.is_compiling():  # the mask check reads values: skipped when compiled
+        return
+    padded = [m for m, mask in masks.items() if mask is not None and not bool(mask.all())]
+    (a, (codes_a, *_)), (b, (codes_b, *_)) = streams.items()
+    if padded and (codes_a.shape[-1] != codes_b.shape[-1] or masks[a] is None or masks[b] is None
+                   or not torch.equal(masks[a], masks[b])):
+        raise ValueError(f"{padded[0]}_mask pads frames the other stream does not: paired streams share one "
+                         "timeline and one frame mask (a real frame of either stream attends both up to its time); "
+                         "give both streams the same mask, or the streams in separate batches")
 
 
 class MuMoPreTrainedModel(PreTrainedModel):
