@@ -195,6 +195,12 @@ def test_clips_whose_music_has_no_beats_are_left_out_of_beat_align(setup, tmp_pa
     assert json.loads((tmp_path / "best.json").read_text()) == {"metric": "beat_align", "checkpoint": "b", "value": 0.9}
     summarise(rows[:1], summary, tmp_path)
     assert not (tmp_path / "best.json").exists()
+    # a diversity is best nearest the reference set's (the noisiest checkpoint has the highest)
+    from mumo_ds.eval.evaluate import pick_best
+
+    rows = [("calm", {"div_k": 4.0, "div_k_reference": 9.0}), ("noisy", {"div_k": 14.0, "div_k_reference": 9.0}),
+            ("close", {"div_k": 8.0, "div_k_reference": 9.0})]
+    assert pick_best(rows, "div_k")[0] == "close"
 
 
 def test_render_and_loss_plot(tmp_path):

@@ -315,10 +315,17 @@ def summarise(rows: list[tuple[str, dict]], args, out: Path) -> None:
         (out / "best.json").unlink(missing_ok=True)
         print(f"best by {key}: no checkpoint has a finite {key}; no best.json written")
         return
-    pick = min if key.startswith(LOWER_IS_BETTER) else max
-    best = pick(scored, key=lambda row: row[1][key])
+    best = pick_best(scored, key)
     (out / "best.json").write_text(json.dumps({"metric": key, "checkpoint": best[0], "value": best[1][key]}, indent=2))
     print(f"best by {key}: {best[0]} ({best[1][key]:.4g})")
+
+
+def pick_best(rows: list[tuple[str, dict]], key: str) -> tuple[str, dict]:
+    """The best row by ``key``: lowest for FIDs, FDs and KL, closest to the reference set's value for a diversity
+    that has one (the field reads Div as "the nearer the real data's, the better"), else highest."""
+    if f"{key}_reference" in rows[0][1]:
+        return min(rows, key=lambda row: abs(row[1][key] - row[1][f"{key}_reference"]))
+    return (min if key.startswith(LOWER_IS_BETTER) else max)(rows, key=lambda row: row[1][key])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motion-vqvae", default=None, help="motion VQ-VAE folder (motion metrics)")
     p.add_argument("--classifier", default=None,
                    help="audio-classification folder (model + feature extractor): music kl and fd_classifier")
-    p.add_argument("--best-by", default="fid_k", help="metric that picks the best checkpoint")
+    p.add_argument("--best-by", default="fid_k", help="metric that picks the best checkpoint (lowest FID/FD/KL, "
+                   "diversity closest to the reference's, else highest)")
     p.add_argument("--out", required=True)
     return p
 
