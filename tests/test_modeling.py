@@ -371,10 +371,14 @@ def test_bad_masks_captions_and_arguments_are_refused_with_the_field_named(tiny_
 def test_an_empty_caption_is_the_null_condition(tiny_model, implementation):
     """A caption whose mask is all 0 (an item without words) conditions as no caption does, in both kernels
     (eager attention over no key at all gave NaN)."""
+    from mumo_ds.modeling.text import load_tokenizer, tokenize_captions, tokenize_conditions
+
     tiny_model.set_attn_implementation(implementation)
-    music = random_codes(2, 6, seed=1)
-    ids = torch.tensor([[104, 105, 1], [0, 0, 0]])
-    out = tiny_model(music_codes=music, music_caption_ids=ids, music_caption_mask=torch.tensor([[1, 1, 1], [0, 0, 0]]))
+    music = random_codes(3, 6, seed=1)
+    ids, mask = tokenize_conditions(load_tokenizer("byt5"), ["funk", "", "  "], 32)  # a sample without a caption
+    assert mask[0].sum() == 5 and mask[1:].sum() == 0
+    assert tokenize_captions(load_tokenizer("byt5"), ["funk", "", "  "], 32)[1][1].sum() == 1  # as a target: "</s>"
+    out = tiny_model(music_codes=music, music_caption_ids=ids, music_caption_mask=mask)
     none = tiny_model(music_codes=music[1:])
     assert torch.isfinite(out.music_logits).all()
     torch.testing.assert_close(out.music_logits[1:], none.music_logits, atol=1e-6, rtol=1e-5)

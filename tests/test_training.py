@@ -169,3 +169,15 @@ def test_two_rank_stage1_then_stage2(sample_data, tmp_path, ds_config, launcher)
     assert codes["music"].shape == (1, 4, 6) and codes["motion"].shape == (1, 4, 6)
     assert torch.equal(codes["music"][..., :2], random_codes(1, 2, seed=0))
 
+
+
+def test_a_sample_without_a_caption_trains_on_the_null_condition_and_stage_3_keeps_it_as_a_target():
+    from mumo_ds.modeling.text import load_tokenizer
+    from mumo_ds.training.trainer import model_inputs
+
+    batch = {"music_codes": random_codes(2, 5, seed=0), "music_mask": torch.ones(2, 5, dtype=torch.bool),
+             "music_captions": ["funk", ""]}
+    conditions = model_inputs(batch, load_tokenizer("byt5"), 32, torch.device("cpu"))
+    assert conditions["music_caption_mask"].sum(dim=1).tolist() == [5, 0]  # "" is "no caption", not "</s>"
+    targets = model_inputs(batch, load_tokenizer("byt5"), 32, torch.device("cpu"), targets=True)
+    assert targets["music_caption_mask"].sum(dim=1).tolist() == [5, 1]

@@ -37,7 +37,7 @@ from ..data import CodesLoader, expect_for
 from ..data.prep_motion import vqvae_codes_name
 from ..modeling import MuMoConfig, MuMoForConditionalGeneration
 from ..modeling.generation import TASKS, generation_device
-from ..modeling.text import tokenize_captions
+from ..modeling.text import tokenize_conditions
 from ..viz.plots import plot_metric
 from .motion_metrics import mean_beat_align, motion_beats, motion_metrics, music_beats
 from .music_metrics import AudioClassifier, EncodecEmbedder, classifier_metrics, music_fd
@@ -259,7 +259,7 @@ def evaluate_checkpoint(model, args, batches: list[dict], decoders: Decoders) ->
             prompts[given] = batch[f"{given}_codes"]
         text = {}
         for m in generated:
-            ids, mask = tokenize_captions(tokenizer, batch[f"{m}_captions"], model.config.max_caption_tokens)
+            ids, mask = tokenize_conditions(tokenizer, batch[f"{m}_captions"], model.config.max_caption_tokens)
             text[m] = (ids, mask)
         frames = batch[f"{generated[0]}_codes"].shape[-1]
         codes = model.generate(frames, prompts, text, guidance_scale=args.guidance_scale, top_k=args.top_k,

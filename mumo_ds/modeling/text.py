@@ -31,3 +31,15 @@ def tokenize_captions(
     """Captions -> (input_ids [B, L], attention_mask [B, L]), padded to the longest, truncated to ``max_tokens``."""
     enc = tokenizer(list(captions), padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"]
+
+
+def tokenize_conditions(
+    tokenizer: PreTrainedTokenizerBase, captions: list[str], max_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions that condition the music/motion streams -> (input_ids, attention_mask) as :func:`tokenize_captions`,
+    with an all-zero mask for an empty caption: the model's null condition, which caption dropout trains and
+    guidance subtracts (tokenized, "" would be a lone end-of-sequence token, a condition of its own). A sample
+    without a caption, such as most dance clips, so trains and generates as "no caption"."""
+    ids, mask = tokenize_captions(tokenizer, captions, max_tokens)
+    empty = torch.tensor([not caption.strip() for caption in captions], dtype=torch.bool)
+    return ids, mask.masked_fill(empty[:, None], 0)

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from ..data import Manifest, expect_for
 from ..data.mixing import MixedLoader
 from ..modeling import MODALITIES, MuMoConfig, MuMoForConditionalGeneration
-from ..modeling.text import load_tokenizer, tokenize_captions
+from ..modeling.text import load_tokenizer, tokenize_captions, tokenize_conditions
 from . import checkpoint, distributed, faults
 from .config import TrainConfig, parse_config
 from .engine import attn_implementation, build_engine, load_ds_config, training_dtype, wants_compile
@@ -88,15 +88,18 @@ def load_start(cfg: TrainConfig, manifest: Manifest, stage: Stage):
     return MuMoForConditionalGeneration(config), load_tokenizer(config.text_tokenizer), True
 
 
-def model_inputs(batch: dict, tokenizer, max_tokens: int, device: torch.device) -> dict:
-    """A loader batch -> keyword arguments of ``MuMoForConditionalGeneration.forward``."""
+def model_inputs(batch: dict, tokenizer, max_tokens: int, device: torch.device, targets: bool = False) -> dict:
+    """A loader batch -> keyword arguments of ``MuMoForConditionalGeneration.forward``. Captions condition the
+    streams (an empty one is the null condition: ``tokenize_conditions``), or with ``targets`` (stage 3) are what
+    the caption decoder learns to write."""
+    tokenize = tokenize_captions if targets else tokenize_conditions
     inputs = {}
     for m in MODALITIES:
         if f"{m}_codes" not in batch:
             continue
         inputs[f"{m}_codes"] = batch[f"{m}_codes"].to(device)
         inputs[f"{m}_mask"] = batch[f"{m}_mask"].to(device)
-        ids, mask = tokenize_captions(tokenizer, batch[f"{m}_captions"], max_tokens)
+        ids, mask = tokenize(tokenizer, batch[f"{m}_captions"], max_tokens)
         inputs[f"{m}_caption_ids"], inputs[f"{m}_caption_mask"] = ids.to(device), mask.to(device)
     return inputs
 
@@ -240,7 +243,8 @@ def train(cfg: TrainConfig, stage: Stage, rank: int, world_size: int, device: to
     def reduce(outputs, used):
         return reduce_metrics(step_metrics(outputs, used, mc.num_codebooks), len(outputs), mc.num_codebooks, device)
 
-    to_inputs = lambda batch: {**model_inputs(batch, tokenizer, mc.max_caption_tokens, device), "task": stage.task}  # noqa: E731
+    to_inputs = lambda batch: {  # noqa: E731
+        **model_inputs(batch, tokenizer, mc.max_caption_tokens, device, targets=stage.task == "caption"), "task": stage.task}
 
     def stop_for_preemption(step: int, tag: str | None) -> NoReturn:
         """Every rank: exit with PREEMPTED_EXIT_CODE, rank 0 leaving the requeue marker (``tag``: the checkpoint)."""
@@ -386,8 +390,9 @@ def verify_export(engine, cfg: TrainConfig, batch: dict, tokenizer, device, is_m
     module = engine.module
     module.eval()
     inputs = model_inputs(batch, tokenizer, module.config.max_caption_tokens, device)
+    targets = model_inputs(batch, tokenizer, module.config.max_caption_tokens, device, targets=True)
     live = module(**inputs)
-    live_caption = module(**inputs, task="caption").loss if module.config.captioning else None
+    live_caption = module(**targets, task="caption").loss if module.config.captioning else None
     if is_main:
         loaded = MuMoForConditionalGeneration.from_pretrained(cfg.export_dir).to(device).eval()
         loaded.set_attn_implementation(module.config._attn_implementation)  # the check is about weights, not kernels
@@ -398,7 +403,7 @@ def verify_export(engine, cfg: TrainConfig, batch: dict, tokenizer, device, is_m
             if getattr(live, f"{m}_logits") is not None
         }
         if live_caption is not None:
-            diffs["caption_loss"] = float((live_caption.float() - loaded(**inputs, task="caption").loss.float()).abs())
+            diffs["caption_loss"] = float((live_caption.float() - loaded(**targets, task="caption").loss.float()).abs())
         Path(cfg.output_dir, "export_check.json").write_text(json.dumps({"max_abs_logit_diff": diffs}, indent=2))
         print(f"export check: max |logit diff| {diffs}", flush=True)
     module.train()
