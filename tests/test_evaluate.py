@@ -62,6 +62,8 @@ def test_mumo_eval_table_plots_best_and_resume(setup, tmp_path, capsys):
     # ... unless the evaluation settings changed: the table would mix them
     with pytest.raises(SystemExit, match=r"epoch01.json was computed with --seconds 0.6 \(now 0.4\): use another --out"):
         main([*args, "--seconds", "0.4"])
+    with pytest.raises(SystemExit, match=r"epoch01.json was computed with --device cpu \(now meta\)"):
+        main([*args, "--device", "meta"])  # a device that refuses before anything runs on it
     # ... or the checkpoint's files changed (a resumed run re-exported into the same folder)
     capsys.readouterr()
     weights = setup / "run" / "epoch01" / "model.safetensors"

@@ -140,8 +140,11 @@ SETTINGS = ("task", "data", "seconds", "num_samples", "batch_size", "guidance_sc
 
 
 def run_settings(args) -> dict:
-    return {k: (str(Path(v).resolve()) if k in ("data", "codec", "motion_vqvae", "classifier") and v else v)
-            for k, v in ((k, getattr(args, k)) for k in SETTINGS)}
+    """:data:`SETTINGS` of this run, paths resolved, and the device type the checkpoints generate on (a GPU samples
+    other codes than a CPU from the same seed)."""
+    settings = {k: (str(Path(v).resolve()) if k in ("data", "codec", "motion_vqvae", "classifier") and v else v)
+                for k, v in ((k, getattr(args, k)) for k in SETTINGS)}
+    return {**settings, "device": generation_device(args.device).type}
 
 
 def checkpoint_files(path: Path) -> dict[str, list[int]]:
