@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from mumo_ds.tokenizers.audio_io import AudioError
+from mumo_ds.tokenizers.motion_features import at_rate
 
 from .prep_motion import InputError, default_resample, load_motion
 from .validate import CodesError, check_key
@@ -176,9 +177,8 @@ def make_sample(rec: Record, music_tok, motion_tok, mean: np.ndarray | None, std
     if rec.motion is not None:
         if motion_tok is None:
             raise InputError("bad_record", rec.motion, "record has motion but no motion tokenizer was configured; pass --motion-model")
-        feats = load_motion(rec.motion)  # [T_src, 263]
         resample = getattr(motion_tok, "resample", default_resample)
-        feats = resample(feats, rec.motion_fps, frame_rate) if rec.motion_fps != frame_rate else feats  # [T50, 263]
+        feats = at_rate(load_motion(rec.motion), rec.motion_fps, frame_rate, resample)  # [T_src, 263] -> [T50, 263]
         start = int(round(rec.motion_offset * frame_rate))
         if music_start + start / frame_rate - rec.motion_offset < 0:  # rounding down would cut before the audio
             start += 1

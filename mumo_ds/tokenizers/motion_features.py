@@ -92,7 +92,8 @@ def denormalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return (x * std + mean).astype(np.float32)
 
 
-def at_rate(feats: np.ndarray, fps: float, rate: float) -> np.ndarray:
+def at_rate(feats: np.ndarray, fps: float, rate: float, resample=resample_features) -> np.ndarray:
     """Features [T, 263] at ``fps`` -> at ``rate``: as they are when the rates agree (the clip's own contact
-    labels kept), else :func:`resample_features`. The one rule of training a motion tokenizer and encoding with it."""
-    return feats if fps == rate else resample_features(feats, fps, rate)
+    labels kept), else ``resample(feats, fps, rate)`` (a tokenizer's own, or :func:`resample_features`). The one
+    rule of training a motion tokenizer, encoding with it and building shards."""
+    return feats if fps == rate else resample(feats, fps, rate)
