@@ -79,16 +79,14 @@ class TransformersEncodec(CodecBackend):
         self.torch = torch
         self.device = torch.device(device)
         hint = "pass the folder of a save_pretrained EnCodec (e.g. a local copy of facebook/encodec_32khz)"
-        try:
-            config = AutoConfig.from_pretrained(str(model))  # the model type first: another model's folder can
-        except (OSError, ValueError) as exn:  # fail inside EncodecModel in any way (an AttributeError for one)
+        try:  # the model type first: another model's folder can fail inside EncodecModel in any way (AttributeError)
+            config = AutoConfig.from_pretrained(str(model))
+            if config.model_type == "encodec":
+                self.model = EncodecModel.from_pretrained(str(model), config=config).to(self.device).eval()
+        except (OSError, ValueError) as exn:
             raise OSError(f"{model}: cannot load a transformers EncodecModel ({exn}); {hint}") from exn
         if config.model_type != "encodec":
             raise ValueError(f"{model}: holds a {config.model_type!r} model, not an EnCodec; {hint}")
-        try:
-            self.model = EncodecModel.from_pretrained(str(model), config=config).to(self.device).eval()
-        except (OSError, ValueError) as exn:
-            raise OSError(f"{model}: cannot load a transformers EncodecModel ({exn}); {hint}") from exn
         cfg = self.model.config
         if cfg.audio_channels != 1:
             raise ValueError(f"{model}: config.audio_channels={cfg.audio_channels}; the music tokenizer needs a mono codec")
