@@ -139,12 +139,12 @@ SETTINGS = ("task", "data", "seconds", "num_samples", "batch_size", "guidance_sc
             "motion_vqvae", "classifier")  # what a result depends on besides the checkpoint (batch_size: the seeds)
 
 
-def run_settings(args) -> dict:
-    """:data:`SETTINGS` of this run, paths resolved, and the device type the checkpoints generate on (a GPU samples
-    other codes than a CPU from the same seed)."""
+def run_settings(args, device: torch.device) -> dict:
+    """:data:`SETTINGS` of this run, paths resolved, and the type of the ``device`` the checkpoints generate on (a
+    GPU samples other codes than a CPU from the same seed)."""
     settings = {k: (str(Path(v).resolve()) if k in ("data", "codec", "motion_vqvae", "classifier") and v else v)
                 for k, v in ((k, getattr(args, k)) for k in SETTINGS)}
-    return {**settings, "device": generation_device(args.device).type}
+    return {**settings, "device": device.type}
 
 
 def checkpoint_files(path: Path) -> dict[str, list[int]]:
@@ -167,7 +167,8 @@ def cached_result(result_file: Path, path: Path, settings: dict) -> dict | None:
         what = ", ".join(f"--{k.replace('_', '-')} {old} (now {new})" for k, (old, new) in changed.items())
         raise SystemExit(f"{result_file} was computed with {what}: use another --out for these settings, or remove "
                          "the folder's results/ to recompute them all")
-    if result.get("files", checkpoint_files(path)) != checkpoint_files(path):
+    files = checkpoint_files(path)
+    if result.get("files", files) != files:
         print(f"{path}: its files changed since {result_file} was computed; evaluating it again", flush=True)
         return None
     return result
@@ -364,8 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     rows, batches = [], None
     paths = find_checkpoints(args.checkpoints)
     names = checkpoint_names(paths)
-    settings = run_settings(args)
     device = generation_device(args.device)
+    settings = run_settings(args, device)
     cached = [cached_result(out / "results" / f"{name}.json", path, settings) for path, name in zip(paths, names)]
     for path, name, result in zip(paths, names, cached):
         result_file = out / "results" / f"{name}.json"
