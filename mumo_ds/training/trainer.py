@@ -390,9 +390,11 @@ def verify_export(engine, cfg: TrainConfig, batch: dict, tokenizer, device, is_m
     module = engine.module
     module.eval()
     inputs = model_inputs(batch, tokenizer, module.config.max_caption_tokens, device)
-    targets = model_inputs(batch, tokenizer, module.config.max_caption_tokens, device, targets=True)
     live = module(**inputs)
-    live_caption = module(**targets, task="caption").loss if module.config.captioning else None
+    targets = live_caption = None
+    if module.config.captioning:  # the caption loss reads the caption decoder; its captions are targets
+        targets = model_inputs(batch, tokenizer, module.config.max_caption_tokens, device, targets=True)
+        live_caption = module(**targets, task="caption").loss
     if is_main:
         loaded = MuMoForConditionalGeneration.from_pretrained(cfg.export_dir).to(device).eval()
         loaded.set_attn_implementation(module.config._attn_implementation)  # the check is about weights, not kernels
